@@ -58,17 +58,16 @@ def _positive_int(name, value):
 
 def _pair(name, value):
     """Normalises an int or a pair of positive ints to a tuple of 2 ints."""
-    if _is_int(value):
-        value = (value, value)
+    pair = (value, value) if _is_int(value) else value
     if (
-        not isinstance(value, (tuple, list))
-        or len(value) != 2
-        or not all(_is_int(v) and v >= 1 for v in value)
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(_is_int(v) and v >= 1 for v in pair)
     ):
         raise _invalid(
             name, value, "a positive integer or a tuple of 2 positive integers"
         )
-    return tuple(int(v) for v in value)
+    return tuple(int(v) for v in pair)
 
 
 def _pairs_per_basis(name, value, rank):
@@ -861,6 +860,17 @@ class LowRankLocallyConnected2D(keras.layers.Layer):
             self.kernel_bases, (*self.kernel_size, -1, self.spatial_rank, self.filters)
         )
         return ops.einsum("...hwk,abckf->...hwabcf", weights, kernel)
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        # get_config writes per-basis values as a list of pairs, so a flat list of
+        # ints is a single (height, width) pair that serialisation turned into a list.
+        for name in ("kernel_size", "dilations"):
+            value = config.get(name)
+            if isinstance(value, list) and all(_is_int(v) for v in value):
+                config[name] = tuple(value)
+        return super().from_config(config)
 
     def get_config(self):
         config = super().get_config()
