@@ -1,7 +1,5 @@
 """The Bazel BUILD file covers every source, script and test, and nothing missing."""
 
-import pathlib
-
 from conftest import REPO_ROOT
 
 
@@ -20,6 +18,12 @@ def _targets():
 
     namespace = {
         "load": lambda *args: None,
+        "requirement": lambda name: f"@pip//{name}",
+        "glob": lambda patterns: sorted(
+            str(path.relative_to(REPO_ROOT))
+            for pattern in patterns
+            for path in REPO_ROOT.glob(pattern)
+        ),
         "package": lambda **kwargs: None,
         "py_library": rule("py_library"),
         "py_binary": rule("py_binary"),

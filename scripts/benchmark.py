@@ -1,0 +1,251 @@
+r"""Benchmarks LRLC layers against convolutions and locally connected layers.
+
+For every input shape and rank K it times, inside `tf.function` (graph mode and/or
+XLA `jit_compile`), the forward and the forward+backward pass of:
+Conv2D(F), Conv2D(K*F) -- the floor of an LRLC layer of rank K --, fixed LRLC
+(row+col factorised and full table), input-dependent LRLC, our LocallyConnected2D,
+tf_keras' LocallyConnected2D (implementations 1, 2, 3) and the parameter-matched
+wide convolution. All cases of one shape are timed in interleaved rounds and every
+time is also reported as a ratio to Conv2D(K*F) from the same rounds, since this
+machine's absolute times drift. Peak memory is TF's allocator peak per case.
+
+Examples:
+
+  # The issue's targets (batch 64, 32x32x64 -> 64, K = 2, 4, 8).
+  python scripts/benchmark.py --preset=targets --output_dir=docs/benchmark
+  # The paper's shapes (batch 128; 28, 32, 48; K = 1..16) and a ResNet stage-4 shape.
+  python scripts/benchmark.py --preset=paper --output_dir=/tmp/benchmark_paper
+"""
+
+import json
+import os
+import pathlib
+import statistics
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+PRESETS = {
+    # (batch, (height, width, channels, filters)) shapes and ranks.
+    "targets": dict(batch_size=64, shapes=["32x32x64x64"], ranks=[2, 4, 8]),
+    "paper": dict(
+        batch_size=128,
+        shapes=["28x28x64x64", "32x32x64x64", "48x48x64x64", "7x7x512x512"],
+        ranks=[1, 2, 4, 8, 16],
+    ),
+    "smoke": dict(batch_size=2, shapes=["8x8x4x4"], ranks=[2]),
+}
+LAYERS = (
+    "conv",
+    "conv_kf",
+    "lrlc",
+    "lrlc_full",
+    "lrlc_input_dependent",
+    "lc",
+    "tf_keras_lc1",
+    "tf_keras_lc2",
+    "tf_keras_lc3",
+    "wide_conv",
+)
+REFERENCE = "conv_kf"
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("preset", "targets", list(PRESETS), "Shapes, ranks and batch size.")
+flags.DEFINE_integer("batch_size", None, "Overrides the preset's batch size.")
+flags.DEFINE_list("shapes", None, "Overrides the preset's HxWxCxF shapes.")
+flags.DEFINE_list("ranks", None, "Overrides the preset's ranks.")
+flags.DEFINE_list("layers", list(LAYERS), f"Layers to time, from {LAYERS}.")
+flags.DEFINE_list("modes", ["graph", "xla"], "Compile modes: graph and/or xla.")
+flags.DEFINE_integer("warmup", 2, "Untimed steps per case (after tracing).")
+flags.DEFINE_integer("repeats", 10, "Timed rounds; the median is reported.")
+flags.DEFINE_float(
+    "max_kernel_gib", 4.0,
+    "Skip tf_keras implementation 2, whose dense masked kernel needs "
+    "(H*W*C)*(H_out*W_out*F) floats, above this size.",
+)
+flags.DEFINE_string("output_dir", None, "Writes benchmark.json and benchmark.md here.")
+
+
+def _parse_shape(text):
+    try:
+        height, width, channels, filters = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise app.UsageError(
+            f"--shapes entries must look like 32x32x64x64 (HxWxCxF); got {text!r}"
+        ) from None
+    return height, width, channels, filters
+
+
+def make_layer(name, rank, filters, channels, height, width):
+    """Returns the layer to time, or a string saying why it is skipped."""
+    import keras
+    import tf_keras
+
+    from low_rank_local_connectivity import layers
+
+    if name == "conv":
+        return keras.layers.Conv2D(filters, 3)
+    if name == "conv_kf":
+        return keras.layers.Conv2D(rank * filters, 3)
+    if name == "wide_conv":
+        return keras.layers.Conv2D(int((rank * channels + filters) / (channels + filters) * filters), 3)
+    if name == "lrlc":
+        return layers.LowRankLocallyConnected2D(rank, filters, 3)
+    if name in ("lrlc_full", "lrlc_input_dependent"):
+        return layers.LowRankLocallyConnected2D(
+            rank, filters, 3, share_row_combining_weights=False,
+            share_col_combining_weights=False,
+            input_dependent=name == "lrlc_input_dependent",
+        )
+    if name == "lc":
+        return layers.LocallyConnected2D(filters, 3)
+    if name.startswith("tf_keras_lc"):
+        implementation = int(name[-1])
+        dense_gib = (height * width * channels) * ((height - 2) * (width - 2) * filters) * 4 / 2**30
+        if implementation == 2 and dense_gib > FLAGS.max_kernel_gib:
+            return f"skipped: dense kernel of {dense_gib:.0f} GiB"
+        return tf_keras.layers.LocallyConnected2D(filters, 3, implementation=implementation)
+    raise app.UsageError(f"Unknown layer {name!r}; choose from {LAYERS}")
+
+
+def _steps(layer, inputs, jit):
+    """Compiled forward and forward+backward steps of `layer` on `inputs`."""
+    import tensorflow as tf
+
+    outputs = layer(inputs)  # builds
+    upstream = tf.random.stateless_normal(outputs.shape, seed=(1, 2))
+    variables = list(layer.trainable_variables)
+
+    @tf.function(jit_compile=jit)
+    def forward():
+        return tf.reduce_sum(layer(inputs))
+
+    @tf.function(jit_compile=jit)
+    def forward_backward():
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = layer(inputs)
+        gradients = tape.gradient(outputs, [inputs] + variables, output_gradients=upstream)
+        return tf.add_n([tf.reduce_sum(g) for g in gradients])
+
+    return {"forward": forward, "forward_backward": forward_backward}
+
+
+def _peak_memory_bytes(step):
+    import tensorflow as tf
+
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    step().numpy()
+    return tf.config.experimental.get_memory_info("CPU:0")["peak"]
+
+
+def benchmark_shape(batch_size, shape, rank, layer_names, mode):
+    """Times every layer on one shape; returns a list of result rows."""
+    import tensorflow as tf
+
+    height, width, channels, filters = shape
+    inputs = tf.random.stateless_normal((batch_size, height, width, channels), seed=(3, 4))
+    jit = mode == "xla"
+    rows, steps = [], {}
+    for name in layer_names:
+        layer = make_layer(name, rank, filters, channels, height, width)
+        row = dict(layer=name, mode=mode, batch_size=batch_size, height=height,
+                   width=width, channels=channels, filters=filters, rank=rank)
+        if isinstance(layer, str):
+            rows.append(dict(row, note=layer))
+            continue
+        try:
+            steps[name] = _steps(layer, inputs, jit)
+            for kind, step in steps[name].items():
+                step().numpy()  # trace and compile
+                for _ in range(FLAGS.warmup):
+                    step().numpy()
+                row[f"{kind}_peak_memory_mb"] = _peak_memory_bytes(step) / 2**20
+            row["params"] = int(sum(v.shape.num_elements() for v in layer.trainable_variables))
+        except (tf.errors.OpError, ValueError) as error:  # e.g. XLA unsupported op
+            steps.pop(name, None)
+            row["note"] = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:120]}"
+        rows.append(row)
+    times = {(name, kind): [] for name in steps for kind in ("forward", "forward_backward")}
+    for _ in range(FLAGS.repeats):  # interleaved rounds: drift hits every case alike
+        for name, layer_steps in steps.items():
+            for kind, step in layer_steps.items():
+                start = time.perf_counter()
+                step().numpy()
+                times[(name, kind)].append(time.perf_counter() - start)
+    for row in rows:
+        for kind in ("forward", "forward_backward"):
+            if (row["layer"], kind) in times:
+                row[f"{kind}_ms"] = 1000 * statistics.median(times[(row["layer"], kind)])
+                reference = times.get((REFERENCE, kind))
+                if reference:
+                    # Ratio per round, then the median: robust to drift between rounds.
+                    ratios = [t / r for t, r in zip(times[(row["layer"], kind)], reference)]
+                    row[f"{kind}_ratio"] = statistics.median(ratios)
+    return rows
+
+
+def markdown_table(rows):
+    header = ("| mode | shape (B,H,W,C→F) | K | layer | fwd ms | fwd+bwd ms | fwd ratio | "
+              "fwd+bwd ratio | peak MiB (fwd+bwd) | params |")
+    lines = [header, "|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|"]
+
+    def fmt(value, spec):
+        return "" if value is None else format(value, spec)
+
+    for r in rows:
+        lines.append(
+            f"| {r['mode']} | {r['batch_size']},{r['height']},{r['width']},"
+            f"{r['channels']}→{r['filters']} | {r['rank']} | {r['layer']} | "
+            f"{fmt(r.get('forward_ms'), '.1f')} | {fmt(r.get('forward_backward_ms'), '.1f')} | "
+            f"{fmt(r.get('forward_ratio'), '.2f')} | {fmt(r.get('forward_backward_ratio'), '.2f')} | "
+            f"{fmt(r.get('forward_backward_peak_memory_mb'), '.0f')} | "
+            f"{r.get('params', '')}{' ' + r['note'] if 'note' in r else ''} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    preset = PRESETS[FLAGS.preset]
+    batch_size = FLAGS.batch_size or preset["batch_size"]
+    shapes = [_parse_shape(s) for s in (FLAGS.shapes or preset["shapes"])]
+    ranks = [int(r) for r in (FLAGS.ranks or preset["ranks"])]
+    unknown = sorted(set(FLAGS.layers) - set(LAYERS))
+    if unknown or batch_size < 1 or min(ranks) < 1:
+        raise app.UsageError(
+            f"Check --layers (unknown: {unknown}; valid: {LAYERS}), --batch_size and "
+            "--ranks (positive integers)."
+        )
+    bad_modes = sorted(set(FLAGS.modes) - {"graph", "xla"})
+    if bad_modes:
+        raise app.UsageError(f"--modes must be graph and/or xla; got {bad_modes}")
+    layer_names = list(dict.fromkeys([REFERENCE] + FLAGS.layers))
+    import tensorflow as tf
+
+    cpu = os.cpu_count()
+    print(f"TensorFlow {tf.__version__}; {cpu} CPU cores; batch {batch_size}", flush=True)
+    rows = []
+    for mode in FLAGS.modes:
+        for shape in shapes:
+            for rank in ranks:
+                started = time.time()
+                new_rows = benchmark_shape(batch_size, shape, rank, layer_names, mode)
+                rows.extend(new_rows)
+                print(markdown_table(new_rows), flush=True)
+                logging.info("%s %s K=%d done in %.0fs", mode, shape, rank, time.time() - started)
+    if FLAGS.output_dir:
+        out = pathlib.Path(FLAGS.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "benchmark.json").write_text(json.dumps(
+            dict(tensorflow=tf.__version__, cpu_count=cpu, reference=REFERENCE, rows=rows),
+            indent=1))
+        (out / "benchmark.md").write_text(markdown_table(rows) + "\n")
+        print(f"Wrote {out / 'benchmark.json'} and {out / 'benchmark.md'}")
+
+
+if __name__ == "__main__":
+    app.run(main)
