@@ -1,0 +1,1 @@
+"""Experiment configurations (ml_collections config files with presets)."""

@@ -1,0 +1,244 @@
+"""Experiment configuration: one preset per (dataset, model) pair.
+
+A preset is named `<dataset>_<model preset>`, e.g. `mnist_lrlc`,
+`cifar10_lc`, `celeba32_lrlc_input_dependent` or `imagenet2012_resnet50_lrlc`.
+The dataset part selects the data and the training recipe; the model part is
+a preset of `low_rank_local_connectivity.models.get_model_config`.
+
+Use it from the command line with ml_collections' config flags:
+
+    python scripts/train.py \
+        --config=low_rank_local_connectivity/configs/experiment.py:mnist_lrlc \
+        --config.train.train_steps=600 --model_dir=runs/mnist_lrlc
+
+Layout (every field has one meaning; `trainer.validate_config` checks values):
+
+- `seed` (int): seeds model initialisation and the training data order.
+- `dataset`: `name` (a `data_provider` dataset), `data_dir` (TFDS data_dir or
+  None for the TFDS default), `download` (bool: let TFDS download and prepare),
+  `manual_dir` (TFDS manual_dir, ImageNet), `shuffle_buffer_size` (int), and
+  the optional preprocessing overrides of `data_provider.make_dataset`:
+  `translate_to` (int: noise canvas side), `image_size` (int: resize),
+  `value_range` ((lo, hi) pixel range); None keeps the dataset's default.
+- `model`: a `models.get_model_config(preset)` config (list fields as tuples,
+  so that `--config.model.num_filters='(32, 32, 32)'` works). `num_classes`
+  and `input_shape` are left None here and filled from the dataset metadata.
+- `train`:
+  - `batch_size` / `eval_batch_size` (int): GLOBAL batch sizes (over all
+    replicas and workers).
+  - `train_steps` (int): number of optimiser steps of the whole run.
+  - `eval_every_steps` (int): validation period; validation also runs at the
+    last step, and the test split is evaluated once at the end.
+  - `log_every_steps` (int): period of the progress line and of the training
+    summaries.
+  - `checkpoint_every_steps` (int): checkpoint period (checkpoints are also
+    written after every validation and at the end).
+  - `keep_checkpoints` (int): number of recent checkpoints kept; the
+    best-on-validation checkpoint is kept separately.
+  - `optimizer`: `name` ('sgd' | 'adam' | 'adamw' | 'rmsprop'),
+    `learning_rate` (peak), `momentum` (SGD and RMSProp), `nesterov` (SGD),
+    `beta_1`, `beta_2`, `epsilon` (Adam/AdamW; `epsilon` also RMSProp),
+    `rho` (RMSProp), `weight_decay` (decoupled weight decay applied by the
+    optimiser; 0 disables it; the model's own L2 penalty is
+    `model.weight_decay`), `clipnorm` (clip the all-reduced gradient to this
+    global norm; 0 disables clipping).
+  - `schedule`: `name` ('constant' | 'step' | 'cosine'), `warmup_steps`
+    (linear warm-up from 0 to the peak rate), `boundaries` (step schedule:
+    steps at which the rate is multiplied by `decay_rate`),
+    `decay_rate`, `end_learning_rate_fraction` (cosine: final rate as a
+    fraction of the peak).
+  - `label_smoothing` (float in [0, 1)).
+  - `distribution_strategy` ('default' | 'mirrored' | 'multi_worker_mirrored'
+    | 'tpu'); `tpu_address` ('' = the TPU resolver's default, e.g. a local
+    TPU VM or the TPU_NAME environment variable).
+  - `mixed_precision` ('float32' | 'mixed_float16' | 'mixed_bfloat16').
+  - `jit_compile` (bool): compile the train and eval steps with XLA.
+  - `resume_input_position` (bool): when a run resumes at step s, skip the
+    training batches of steps 1..s, so that it sees exactly the batches an
+    uninterrupted run would (costs one read of the skipped data; off for
+    ImageNet). When False, the training pipeline restarts with seed
+    `seed + s` instead.
+  - `deterministic` (bool): `tf.config.experimental.enable_op_determinism()`
+    for bit-reproducible runs (slower; process-wide).
+"""
+
+import ml_collections
+
+from low_rank_local_connectivity import models
+
+# Training recipe per dataset: (model presets allowed, overrides of `train`).
+_SMALL_MODELS = tuple(
+    preset for preset in models.MODEL_PRESETS if not preset.startswith("resnet")
+)
+_IMAGENET_MODELS = tuple(
+    preset for preset in models.MODEL_PRESETS if preset.startswith("resnet")
+)
+
+_RECIPES = {
+    # 55,200 training images: ~4 epochs at batch 128.
+    "mnist": dict(
+        models=_SMALL_MODELS,
+        train=dict(train_steps=1800, eval_every_steps=450),
+    ),
+    # The embedded 5,000-image MNIST subset: a quick-start run of ~8 epochs.
+    "mnist_small": dict(
+        models=_SMALL_MODELS,
+        train=dict(
+            train_steps=300, eval_every_steps=100, log_every_steps=25,
+            checkpoint_every_steps=100, eval_batch_size=500,
+            optimizer=dict(learning_rate=2e-3),
+        ),
+    ),
+    # 45,000 training images: 100 epochs at batch 128.
+    "cifar10": dict(
+        models=_SMALL_MODELS,
+        train=dict(train_steps=35_200, eval_every_steps=1760),
+    ),
+    # 162,770 training images: 30 epochs at batch 128.
+    "celeba32": dict(
+        models=_SMALL_MODELS,
+        train=dict(train_steps=38_150, eval_every_steps=2540),
+    ),
+    "trans_celeba48": dict(
+        models=_SMALL_MODELS,
+        train=dict(train_steps=38_150, eval_every_steps=2540),
+    ),
+    # The standard ResNet-50 recipe: 90 epochs at batch 1024, SGD + Nesterov
+    # momentum, 5 warm-up epochs then cosine decay, label smoothing 0.1.
+    "imagenet2012": dict(
+        models=_IMAGENET_MODELS,
+        train=dict(
+            batch_size=1024, eval_batch_size=1000, train_steps=112_590,
+            eval_every_steps=6255, log_every_steps=100,
+            checkpoint_every_steps=1251, label_smoothing=0.1,
+            resume_input_position=False,
+            optimizer=dict(
+                name="sgd", learning_rate=0.4, momentum=0.9, nesterov=True,
+            ),
+            schedule=dict(name="cosine", warmup_steps=6255),
+        ),
+    ),
+}
+
+DATASETS = tuple(_RECIPES)
+PRESETS = tuple(
+    f"{dataset}_{model}"
+    for dataset, recipe in _RECIPES.items()
+    for model in recipe["models"]
+)
+DEFAULT_PRESET = "mnist_small_lrlc"
+
+
+def _default_train_config():
+    return ml_collections.ConfigDict(
+        dict(
+            batch_size=128,
+            eval_batch_size=1000,
+            train_steps=1000,
+            eval_every_steps=500,
+            log_every_steps=50,
+            checkpoint_every_steps=500,
+            keep_checkpoints=3,
+            optimizer=dict(
+                name="adam",
+                learning_rate=1e-3,
+                momentum=0.9,
+                nesterov=False,
+                beta_1=0.9,
+                beta_2=0.999,
+                epsilon=1e-7,
+                rho=0.9,
+                weight_decay=0.0,
+                clipnorm=0.0,
+            ),
+            schedule=dict(
+                name="cosine",
+                warmup_steps=0,
+                boundaries=(),
+                decay_rate=0.1,
+                end_learning_rate_fraction=0.0,
+            ),
+            label_smoothing=0.0,
+            distribution_strategy="default",
+            tpu_address="",
+            mixed_precision="float32",
+            jit_compile=False,
+            resume_input_position=True,
+            deterministic=False,
+        )
+    )
+
+
+def split_preset(preset):
+    """Splits an experiment preset name into (dataset, model preset).
+
+    Args:
+        preset: str, e.g. 'mnist_small_lrlc'.
+
+    Returns:
+        A tuple `(dataset_name, model_preset)`.
+
+    Raises:
+        ValueError: if `preset` is not one of `PRESETS`.
+    """
+    if preset not in PRESETS:
+        raise ValueError(
+            f"Invalid value for argument `preset`. Expected one of "
+            f"{', '.join(PRESETS)}. Received: {preset!r}"
+        )
+    # Longest dataset name first: 'mnist_small_conv' is not 'mnist' + 'small_conv'.
+    for dataset in sorted(DATASETS, key=len, reverse=True):
+        if preset.startswith(dataset + "_"):
+            return dataset, preset[len(dataset) + 1:]
+    raise AssertionError(f"unreachable: {preset!r}")
+
+
+def get_config(preset=DEFAULT_PRESET):
+    """Returns the experiment configuration of a preset.
+
+    Args:
+        preset: str, `<dataset>_<model preset>`; one of `PRESETS`.
+
+    Returns:
+        An `ml_collections.ConfigDict` with the layout described in this
+        module's docstring.
+
+    Raises:
+        ValueError: if `preset` is unknown (the message lists the valid ones).
+    """
+    dataset, model_preset = split_preset(preset)
+    config = ml_collections.ConfigDict()
+    config.preset = preset
+    config.seed = 0
+    config.dataset = ml_collections.ConfigDict(
+        dict(
+            name=dataset,
+            data_dir=ml_collections.config_dict.placeholder(str),
+            download=False,
+            manual_dir=ml_collections.config_dict.placeholder(str),
+            shuffle_buffer_size=10_000,
+            translate_to=ml_collections.config_dict.placeholder(int),
+            image_size=ml_collections.config_dict.placeholder(int),
+            value_range=ml_collections.config_dict.placeholder(tuple),
+        )
+    )
+    # Command-line overrides (config_flags) support tuples, not lists.
+    config.model = ml_collections.ConfigDict({
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in models.get_model_config(model_preset).to_dict().items()
+    })
+    config.train = _default_train_config()
+    config.train.update_from_flattened_dict(
+        _flatten(_RECIPES[dataset]["train"])
+    )
+    return config
+
+
+def _flatten(nested, prefix=""):
+    flat = {}
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

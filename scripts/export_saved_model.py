@@ -1,0 +1,61 @@
+"""Exports a trained run as a SavedModel (serving signature) and `.keras`.
+
+Usage:
+
+    python scripts/export_saved_model.py --model_dir=runs/mnist_lrlc \
+        --export_dir=runs/mnist_lrlc/export --checkpoint=best
+
+Serve it without this package:
+
+    import tensorflow as tf
+    serve = tf.saved_model.load("runs/mnist_lrlc/export/saved_model") \
+        .signatures["serving_default"]
+    outputs = serve(images=uint8_images)  # (batch, 28, 28, 1) uint8
+    outputs["probabilities"], outputs["classes"]
+"""
+
+import json
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+try:
+    import low_rank_local_connectivity  # noqa: F401
+except ImportError:  # Run from a source checkout without `pip install -e .`.
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from absl import app
+from absl import flags
+
+from low_rank_local_connectivity import export
+
+_MODEL_DIR = flags.DEFINE_string(
+    "model_dir", None, "Run directory written by scripts/train.py."
+)
+_EXPORT_DIR = flags.DEFINE_string(
+    "export_dir", None, "Output directory (default: <model_dir>/export)."
+)
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", "best",
+    "'best' (best validation accuracy), 'latest', or a checkpoint prefix.",
+)
+flags.mark_flag_as_required("model_dir")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    export_dir = _EXPORT_DIR.value or os.path.join(_MODEL_DIR.value, "export")
+    try:
+        paths = export.export_model(
+            _MODEL_DIR.value, export_dir, checkpoint=_CHECKPOINT.value
+        )
+    except (TypeError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    print(json.dumps(paths, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)

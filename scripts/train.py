@@ -1,0 +1,81 @@
+"""Trains and evaluates an experiment in a model_dir (resumes if it exists).
+
+Usage:
+
+    python scripts/train.py \
+        --config=low_rank_local_connectivity/configs/experiment.py:mnist_lrlc \
+        --config.train.train_steps=600 \
+        --model_dir=runs/mnist_lrlc
+
+Any config field can be overridden with `--config.<field>=<value>` (see
+`low_rank_local_connectivity/configs/experiment.py`). Progress lines (step,
+loss, accuracy, examples/s, ETA) go to the log; results land in
+`<model_dir>/results.json`. Watch with `tensorboard --logdir <model_dir>`.
+Exit status: 0 on success, 1 with a one-line `error:` message for an invalid
+config, missing data or a NaN/Inf loss.
+"""
+
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+try:
+    import low_rank_local_connectivity  # noqa: F401
+except ImportError:  # Run from a source checkout without `pip install -e .`.
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import trainer
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Experiment config file and preset, e.g. "
+    "low_rank_local_connectivity/configs/experiment.py:mnist_lrlc.",
+    lock_config=True,
+)
+_MODEL_DIR = flags.DEFINE_string(
+    "model_dir", None, "Directory of the run (checkpoints, summaries, results)."
+)
+flags.mark_flags_as_required(["config", "model_dir"])
+
+
+def parse_flags(argv):
+    """Parses flags; any error (bad flag, preset or override) is one line."""
+    try:
+        return flags.FLAGS(argv)
+    except Exception as error:  # config_flags raises many exception types.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = next(
+            (line for line in reversed(lines) if "Error:" in line),
+            lines[-1] if lines else "",
+        )
+        if isinstance(error, (AttributeError, KeyError)):
+            detail = f"unknown config field {detail}"
+        sys.exit(
+            f"error: invalid flags ({type(error).__name__}: {detail}); "
+            "see --helpfull"
+        )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        run = trainer.Trainer(_CONFIG.value, _MODEL_DIR.value)
+    except (TypeError, ValueError, data_provider.DataNotFoundError) as error:
+        sys.exit(f"error: {error}")
+    try:
+        run.train_and_evaluate()
+    except trainer.NonFiniteLossError as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)
