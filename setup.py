@@ -37,6 +37,8 @@ setuptools.setup(
             "pytest>=9.0",
             "hypothesis>=6.150",
             "tf-keras>=2.21.0",
+            # TensorBoard's own event reader checks the summaries; also the viewer.
+            "tensorboard>=2.21.0",
         ],
     },
 )
