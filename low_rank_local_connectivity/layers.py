@@ -126,6 +126,8 @@ def normalize_combining_weights(logits, normalization):
       A tensor of the same shape.
     """
     if normalization == "softmax":
+        if logits.shape[-1] == 1:  # softmax over one basis is exactly 1
+            return ops.ones_like(logits)
         return ops.softmax(logits, axis=-1)
     if normalization == "norm":
         squared = ops.sum(ops.square(logits), axis=-1, keepdims=True)
