@@ -1,0 +1,39 @@
+"""End-to-end check of scripts/benchmark.py on a tiny shape (no timing assertions)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO_ROOT
+
+
+def test_benchmark_writes_ratios_parameter_counts_and_tables(tmp_path):
+    subprocess.run(
+        [
+            sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"),
+            "--preset=smoke", "--modes=graph", "--repeats=2", "--warmup=0",
+            "--layers=conv,lrlc,lrlc_input_dependent,lc,tf_keras_lc1,wide_conv",
+            f"--output_dir={tmp_path}",
+        ],
+        check=True, capture_output=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    rows = {row["layer"]: row for row in report["rows"]}
+    assert report["reference"] == "conv_kf"
+    assert set(rows) == {"conv_kf", "conv", "lrlc", "lrlc_input_dependent", "lc",
+                         "tf_keras_lc1", "wide_conv"}
+    # Ratios are per-round time / reference time, so the reference's is exactly 1.
+    assert rows["conv_kf"]["forward_ratio"] == 1.0
+    assert rows["conv_kf"]["forward_backward_ratio"] == 1.0
+    for row in rows.values():
+        assert row["forward_ms"] > 0 and row["forward_backward_ratio"] > 0
+    # Smoke preset: batch 2, 8x8x4 -> 4 channels, rank 2, 3x3 kernels, output 6x6.
+    c, f, k, out = 4, 4, 2, 6
+    assert rows["conv"]["params"] == 9 * c * f + f
+    assert rows["conv_kf"]["params"] == 9 * c * k * f + k * f
+    assert rows["lrlc"]["params"] == 9 * c * k * f + 2 * out * k + 2 * out + f
+    assert rows["lc"]["params"] == rows["tf_keras_lc1"]["params"] == out * out * (9 * c * f + f)
+    assert rows["wide_conv"]["params"] == 9 * c * 6 + 6  # int((K*C + F) / (C + F) * F) = 6
+    table = (tmp_path / "benchmark.md").read_text()
+    assert table.count("\n") == len(rows) + 2 and "| lrlc |" in table
