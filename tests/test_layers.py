@@ -675,3 +675,19 @@ def test_locally_connected_and_coordinate_channel_errors():
         layers.LocallyConnected2D(2, 5).build((None, 4, 8, 3))
     with pytest.raises(ValueError, match=r"known input height and width"):
         layers.CoordinateChannels().build((None, None, 8, 3))
+
+
+def test_input_dependent_network_is_a_serialisable_layer(tmp_path):
+    network = layers.InputDependentCombiningWeights(
+        3, (5, 4), kernel_regularizer="l2", name="network"
+    )
+    inputs = keras.Input((9, 8, 2))
+    model = keras.Model(inputs, network(inputs))
+    assert tuple(model.output.shape) == (None, 5, 4, 3)
+    clone = layers.InputDependentCombiningWeights.from_config(network.get_config())
+    assert clone.get_config() == network.get_config()
+    randomize(network)
+    path = str(tmp_path / "network.keras")
+    model.save(path)
+    x = images((2, 9, 8, 2))
+    np.testing.assert_array_equal(keras.saving.load_model(path)(x), model(x))
