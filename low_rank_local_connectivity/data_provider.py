@@ -824,6 +824,68 @@ def _records(spec, name, split, is_training, data_dir, download, manual_dir, see
     return records, spec, _source_image_shape(spec, builder.info)
 
 
+def split_files(builder, tfds_split):
+    """Paths of the TFRecord shards that a TFDS (sub-)split reads."""
+    names = [
+        str(instruction.filename)
+        for instruction in builder.info.splits[tfds_split].file_instructions
+    ]
+    return sorted({
+        name if os.path.isabs(name) or "://" in name
+        else os.path.join(str(builder.data_dir), name)
+        for name in names
+    })
+
+
+def find_unreadable_files(name, split, *, data_dir=None, read_records=True,
+                          **options):
+    """Shards of a split that are missing or cannot be read through.
+
+    With `read_records`, every record of every shard of the split is read and
+    its checksum verified (used to name the culprit after a
+    `tf.errors.DataLossError`); otherwise only the files' existence is
+    checked (a fast check before training).
+
+    Args:
+        name: str, dataset name.
+        split: str, one of `SPLITS`.
+        data_dir: optional str, TFDS data_dir.
+        read_records: bool, read every record (else check existence only).
+        **options: `translate_to`, `image_size`, `value_range` of the dataset.
+
+    Returns:
+        list of (path, reason) pairs; empty for 'mnist_small' and for
+        datasets whose split files are not recorded in their metadata.
+    """
+    _check_split(split)
+    spec = _resolve_spec(
+        name, options.get("translate_to"), options.get("image_size"),
+        options.get("value_range"),
+    )
+    if spec.tfds_name is None:
+        return []
+    builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+    spec = _complete_spec(spec, builder.info, name)
+    try:
+        paths = split_files(builder, spec.splits[split])
+    except (KeyError, ValueError):  # No recorded split files: nothing to check.
+        return []
+    unreadable = []
+    for path in paths:
+        if not tf.io.gfile.exists(path):
+            unreadable.append((path, "missing file"))
+            continue
+        if not read_records:
+            continue
+        try:
+            for _ in tf.data.TFRecordDataset(path):
+                pass
+        except tf.errors.OpError as error:
+            reason = str(error).split("}}")[-1].split("[Op:")[0].strip()
+            unreadable.append((path, reason))
+    return unreadable
+
+
 def _pad_batch(images, labels, masks, batch_size):
     """Pads a (possibly short) batch to `batch_size` with mask 0."""
     missing = batch_size - tf.shape(labels)[0]

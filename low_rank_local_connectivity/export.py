@@ -10,12 +10,23 @@ The SavedModel has one serving signature, 'serving_default':
 The dataset's pixel scaling (`data_provider.preprocess_serving_images`) runs
 inside the signature, so a client sends raw pixels and needs neither this
 package nor Keras: `tf.saved_model.load(path).signatures['serving_default']`.
+The signature refuses other inputs: a wrong dtype or rank, or another image
+size, raises an error (checked again inside the graph, so that clients that
+bypass the Python signature checks, such as TF Serving, are refused too).
 `model.keras` is the Keras model (float32 logits, preprocessed inputs); it
 needs this package imported to load (custom layers).
+
+Exports are crash safe: everything is written to a staging folder inside
+`export_dir` and moved into place, `serving_metadata.json` last. An export is
+complete if and only if `serving_metadata.json` exists; an interrupted export
+leaves at most a staging folder, removed by the next export.
 """
 
+import contextlib
 import json
 import os
+import socket
+import time
 
 import tensorflow as tf
 
@@ -46,12 +57,27 @@ class _ServingModule(tf.Module):
         )
         name = dataset_config.name
 
+        image_shape = tuple(int(d) for d in image_shape)
+        dims = ", ".join(map(str, image_shape))
+        expected = f"a uint8 tensor of shape (batch, {dims})"
+
         @tf.function(
             input_signature=[
                 tf.TensorSpec([None, *image_shape], tf.uint8, name="images")
             ]
         )
         def serve(images):
+            # Compared as text: no broadcasting error for another rank.
+            shape = tf.shape(images)
+            received = tf.strings.reduce_join(
+                tf.strings.as_string(shape[1:]), separator=","
+            )
+            check = tf.debugging.Assert(
+                tf.equal(received, ",".join(map(str, image_shape))),
+                [f"Invalid `images`: expected {expected}. Received shape:", shape],
+            )
+            with tf.control_dependencies([check]):
+                images = tf.identity(images)
             inputs = data_provider.preprocess_serving_images(
                 name, images, **preprocessing
             )
@@ -62,6 +88,66 @@ class _ServingModule(tf.Module):
             }
 
         self.serve = serve
+
+
+_STAGING_PREFIX = ".staging-"
+
+
+def _remove_stale_staging(export_dir):
+    """Removes the staging folders of exports that are no longer running."""
+    for name in tf.io.gfile.listdir(export_dir):
+        name = name.rstrip("/")
+        if not name.startswith(_STAGING_PREFIX):
+            continue
+        parts = name[len(_STAGING_PREFIX):].split("-")
+        with contextlib.suppress(ValueError, IndexError):
+            host, pid = "-".join(parts[:-2]), int(parts[-2])
+            if parts[-1] == "old":
+                host, pid = "-".join(parts[:-3]), int(parts[-3])
+            if (host == socket.gethostname() and pid != os.getpid()
+                    and trainer.process_alive(pid)):
+                continue  # A concurrent export on this host.
+        tf.io.gfile.rmtree(os.path.join(export_dir, name))
+
+
+def load_serving_function(export_dir):
+    """Loads the serving signature of an export, refusing wrong dtypes.
+
+    `tf.saved_model.load(...).signatures[...]` casts NumPy arrays and Python
+    lists to the signature's dtype without a check (float 0.7 becomes uint8
+    0, 300 wraps to 44). The function returned here converts its input with
+    its own dtype, so that the signature refuses anything but uint8; shapes
+    are checked by the signature itself.
+
+    Args:
+        export_dir: str, a directory written by `export_model`.
+
+    Returns:
+        A function `images -> {'probabilities', 'classes'}`.
+
+    Raises:
+        ValueError: if `export_dir` holds no complete export.
+    """
+    if not tf.io.gfile.exists(os.path.join(export_dir, SERVING_METADATA_FILE)):
+        raise ValueError(
+            "Invalid value for argument `export_dir`. Expected a directory "
+            f"with a complete export ({SERVING_METADATA_FILE} is written "
+            f"last). Received: {export_dir!r}"
+        )
+    serve = tf.saved_model.load(
+        os.path.join(export_dir, SAVED_MODEL_DIR)
+    ).signatures[SERVING_SIGNATURE]
+
+    def serve_checked(images):
+        images = tf.convert_to_tensor(images)
+        if images.dtype != tf.uint8:
+            raise TypeError(
+                "Invalid dtype for argument `images`. Expected uint8 pixels. "
+                f"Received: {images.dtype.name}"
+            )
+        return serve(images=images)
+
+    return serve_checked
 
 
 def checkpoint_path(model_dir, checkpoint="best"):
@@ -120,7 +206,9 @@ def export_model(model_dir, export_dir, *, checkpoint="best"):
 
     Writes `export_dir/saved_model/`, `export_dir/model.keras` and
     `export_dir/serving_metadata.json` (dataset, class names, input shape,
-    checkpoint and step).
+    checkpoint and step). They are written to a staging folder first and
+    moved into place, `serving_metadata.json` last: an interrupted export
+    never leaves a half-written file in place of a complete one.
 
     Args:
         model_dir: str, a run directory written by the trainer.
@@ -135,33 +223,54 @@ def export_model(model_dir, export_dir, *, checkpoint="best"):
     Raises:
         ValueError: if `model_dir` is not a run directory or the checkpoint
             does not exist.
+        OSError, tf.errors.OpError: if writing fails (the previous export
+            in `export_dir` is left as it was).
     """
     model, config, path, step = load_model(model_dir, checkpoint)
     metadata = trainer.load_metadata(model_dir)
     image_shape = tuple(config.model.input_shape)
     module = _ServingModule(model, config.dataset, image_shape)
     tf.io.gfile.makedirs(export_dir)
-    saved_model_path = os.path.join(export_dir, SAVED_MODEL_DIR)
-    if tf.io.gfile.exists(saved_model_path):
-        tf.io.gfile.rmtree(saved_model_path)
-    tf.saved_model.save(
-        module, saved_model_path, signatures={SERVING_SIGNATURE: module.serve}
-    )
-    keras_path = os.path.join(export_dir, KERAS_FILE)
-    model.save(keras_path)
-    serving_metadata = dict(
-        dataset=config.dataset.name,
-        class_names=list(metadata["class_names"]),
-        input_shape=list(image_shape),
-        input_dtype="uint8",
-        signature=SERVING_SIGNATURE,
-        outputs=["probabilities", "classes"],
-        checkpoint=path,
-        step=step,
-    )
+    _remove_stale_staging(export_dir)
+    token = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"
+    staging = os.path.join(export_dir, f"{_STAGING_PREFIX}{token}")
+    tf.io.gfile.makedirs(staging)
+    try:
+        tf.saved_model.save(
+            module, os.path.join(staging, SAVED_MODEL_DIR),
+            signatures={SERVING_SIGNATURE: module.serve},
+        )
+        model.save(os.path.join(staging, KERAS_FILE))
+        serving_metadata = dict(
+            dataset=config.dataset.name,
+            class_names=list(metadata["class_names"]),
+            input_shape=list(image_shape),
+            input_dtype="uint8",
+            signature=SERVING_SIGNATURE,
+            outputs=["probabilities", "classes"],
+            checkpoint=path,
+            step=step,
+        )
+        with tf.io.gfile.GFile(os.path.join(staging, SERVING_METADATA_FILE), "w") as f:
+            f.write(json.dumps(serving_metadata, indent=2))
+    except BaseException:  # A failed export leaves the previous one as it was.
+        with contextlib.suppress(OSError, tf.errors.OpError):
+            tf.io.gfile.rmtree(staging)
+        raise
     metadata_path = os.path.join(export_dir, SERVING_METADATA_FILE)
-    with tf.io.gfile.GFile(metadata_path, "w") as f:
-        f.write(json.dumps(serving_metadata, indent=2))
+    saved_model_path = os.path.join(export_dir, SAVED_MODEL_DIR)
+    keras_path = os.path.join(export_dir, KERAS_FILE)
+    # Commit: un-mark the old export, move the new files in, mark it complete.
+    if tf.io.gfile.exists(metadata_path):
+        tf.io.gfile.remove(metadata_path)
+    for name in (SAVED_MODEL_DIR, KERAS_FILE, SERVING_METADATA_FILE):
+        target = os.path.join(export_dir, name)
+        if tf.io.gfile.isdir(target):
+            trash = os.path.join(export_dir, f"{_STAGING_PREFIX}{token}-old")
+            tf.io.gfile.rename(target, trash)
+            tf.io.gfile.rmtree(trash)
+        tf.io.gfile.rename(os.path.join(staging, name), target, overwrite=True)
+    tf.io.gfile.rmtree(staging)
     return dict(
         saved_model=saved_model_path,
         keras=keras_path,

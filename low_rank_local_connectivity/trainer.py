@@ -24,6 +24,26 @@ which writes the data files first and then atomically replaces the small
 `checkpoint` index file; an interrupted write therefore never becomes the
 latest checkpoint. The JSON files are written to a temporary file and renamed.
 
+What survives what (`scripts/fault_campaign.py` checks every case):
+
+- A crash or SIGKILL at any moment: the run resumes from the newest readable
+  checkpoint; the files of an interrupted checkpoint write are removed;
+  evaluations newer than the restored step are dropped from `metrics.jsonl`
+  and redone (an evaluation is recorded once per step and split); a best
+  checkpoint whose write was interrupted is written again.
+- An unreadable newest checkpoint (truncated, corrupted bytes, missing
+  file): a warning names it, it is moved to `checkpoints/corrupted/` and the
+  run resumes from the previous readable one. When none is readable,
+  `CheckpointCorruptedError`: the run never restarts from step 0 by itself.
+- A second trainer on a `model_dir` in use: `ModelDirLockedError`
+  (`ModelDirLock`: `lock.json` with pid, host and heartbeat; the lock of a
+  dead process is taken over).
+- A failed write (read-only directory, full disk): `ModelDirWriteError`
+  naming the file and the intact previous checkpoints.
+- A NaN / infinite loss or weights: `NonFiniteLossError` naming the step and
+  the last good checkpoint, which stays the latest.
+- An unreadable input shard: `InputDataError` naming the file.
+
 Keras' `model.fit` does not run under `MultiWorkerMirroredStrategy` with
 Keras 3, and `tf.estimator` no longer exists, so the loop is written with
 `strategy.run` over `distribute_datasets_from_function`, a Keras 3 model and
@@ -36,6 +56,9 @@ import dataclasses
 import json
 import math
 import os
+import re
+import socket
+import threading
 import time
 
 from absl import logging
@@ -61,13 +84,38 @@ RESULTS_FILE = "results.json"
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
 BEST_FILE = "best.json"
+LOCK_FILE = "lock.json"
+CORRUPTED_DIR = "corrupted"
+
+# Checkpoint managers: name -> sub-directory.
+_MANAGERS = {"ckpt": CHECKPOINT_DIR, "best": BEST_DIR}
 
 # Top-5 accuracy is reported when there are more classes than this.
 _TOP5_MIN_CLASSES = 11
 
 
-class NonFiniteLossError(RuntimeError):
-    """Raised when the training loss becomes NaN or infinite."""
+class TrainerError(RuntimeError):
+    """Base of the errors that stop a run with an actionable message."""
+
+
+class NonFiniteLossError(TrainerError):
+    """Raised when the training loss or the weights become NaN or infinite."""
+
+
+class ModelDirLockedError(TrainerError):
+    """Raised when another live trainer holds the lock of a `model_dir`."""
+
+
+class ModelDirWriteError(TrainerError):
+    """Raised when a checkpoint or a run file cannot be written."""
+
+
+class CheckpointCorruptedError(TrainerError):
+    """Raised when no checkpoint of a non-empty checkpoint directory is readable."""
+
+
+class InputDataError(TrainerError):
+    """Raised when the input data cannot be read (e.g. a corrupted shard)."""
 
 
 # ----------------------------------------------------------------------------
@@ -393,12 +441,27 @@ def resolve_model_config(config, metadata):
     Args:
         config: experiment ConfigDict (modified in place).
         metadata: `data_provider.DatasetMetadata`.
+
+    Raises:
+        ValueError: if a given `input_shape` or `num_classes` differs from
+            the dataset's.
     """
     with config.unlocked():
         if config.model.get("num_classes") is None:
             config.model.num_classes = metadata.num_classes
         if config.model.get("input_shape") is None:
             config.model.input_shape = tuple(metadata.image_shape)
+    for field, expected in (
+        ("input_shape", tuple(metadata.image_shape)),
+        ("num_classes", metadata.num_classes),
+    ):
+        value = config.model[field]
+        value = tuple(value) if field == "input_shape" else value
+        _expect(
+            value == expected, f"model.{field}", value,
+            f"the {field} of dataset {metadata.name!r}, {expected} (or None "
+            "to take it from the dataset)",
+        )
 
 
 def build_model(config, metadata):
@@ -426,11 +489,316 @@ def count_parameters(model):
 # Files and summaries.
 
 
+def _one_line(error):
+    """The informative first line of an exception, prefixed with its type.
+
+    TensorFlow's function-node prefixes, `[Op:...]` suffixes and graph
+    execution boilerplate are dropped.
+    """
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", str(error))
+    text = re.sub(r"\s*\[Op:[^\]]*\]( name: \S*)?", "", text)
+    lines = [  # Indented lines are stack frames and source code.
+        line.strip() for line in text.splitlines()
+        if line.strip() and not line.startswith((" ", "\t")) and not re.match(
+            r"(Graph execution error:|Detected at node|<stack traces|\[\[)",
+            line.strip(),
+        )
+    ]
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
 def _atomic_write_text(path, text):
+    """Writes `text` to a temporary file, then renames it onto `path`.
+
+    Raises:
+        ModelDirWriteError: if the file cannot be written (the previous
+            content of `path`, if any, is left untouched).
+    """
     tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    try:
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            f.write(text)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    except (OSError, tf.errors.OpError) as error:
+        with contextlib.suppress(OSError, tf.errors.OpError):
+            tf.io.gfile.remove(tmp)
+        raise ModelDirWriteError(
+            f"Could not write {path} ({_one_line(error)}); its previous "
+            "version is intact. Free disk space or make the directory "
+            "writable, then rerun to resume."
+        ) from None
+
+
+def _checkpoint_step(prefix):
+    """The step of a checkpoint prefix 'dir/<name>-<step>' (-1 if none)."""
+    match = re.search(r"-(\d+)$", prefix)
+    return int(match.group(1)) if match else -1
+
+
+def _checkpoint_candidates(directory):
+    """Checkpoint prefixes of `directory`, newest (highest step) first.
+
+    Both the prefixes listed in the `checkpoint` state file and those with an
+    `.index` file are returned, so that a listed checkpoint whose files are
+    gone still shows up (and fails to restore) and a complete checkpoint
+    written just before a crash, before the state file was updated, is used.
+    """
+    names = set()
+    state = _read_checkpoint_state(directory)
+    if state is not None:
+        for path in [*state.all_model_checkpoint_paths, state.model_checkpoint_path]:
+            if path:
+                names.add(os.path.basename(path))
+    for index in tf.io.gfile.glob(os.path.join(directory, "*.index")):
+        names.add(os.path.basename(index)[: -len(".index")])
+    prefixes = [os.path.join(directory, name) for name in names]
+    return sorted(prefixes, key=lambda p: (_checkpoint_step(p), p), reverse=True)
+
+
+def _read_every_tensor(prefix):
+    """Reads every tensor of a checkpoint (checksums included), or raises.
+
+    Checking the files before restoring means that an unreadable checkpoint
+    never leaves the model half restored.
+    """
+    reader = tf.train.load_checkpoint(prefix)
+    for key in reader.get_variable_to_shape_map():
+        reader.get_tensor(key)
+
+
+def _read_checkpoint_state(directory):
+    """The `checkpoint` state proto of a directory, or None (also if corrupt)."""
+    try:
+        return tf.train.get_checkpoint_state(directory)
+    except Exception as error:  # A corrupted state file: a text-proto error.
+        logging.warning(
+            "Ignoring the unreadable checkpoint state file of %s (%s).",
+            directory, _one_line(error),
+        )
+        return None
+
+
+def _remove_partial_checkpoint_files(directory):
+    """Deletes what an interrupted checkpoint write leaves behind.
+
+    That is TensorFlow's temporary `<prefix>_temp*` shards and temporary
+    index files, and data files whose `.index` was never written. Returns the
+    paths removed.
+    """
+    if not tf.io.gfile.isdir(directory):
+        return []
+    names = tf.io.gfile.listdir(directory)
+    indexed = {name[: -len(".index")] for name in names if name.endswith(".index")}
+    removed = []
+    for name in names:
+        name = name.rstrip("/")
+        partial = "_temp" in name or ".tempstate" in name or (
+            ".data-" in name and name.split(".data-")[0] not in indexed
+        )
+        if partial:
+            path = os.path.join(directory, name)
+            if tf.io.gfile.isdir(path):
+                tf.io.gfile.rmtree(path)
+            else:
+                tf.io.gfile.remove(path)
+            removed.append(path)
+    return removed
+
+
+def _quarantine_checkpoint(prefix):
+    """Moves the files of an unreadable checkpoint to `<dir>/corrupted/`."""
+    directory = os.path.dirname(prefix)
+    target = os.path.join(directory, CORRUPTED_DIR)
+    tf.io.gfile.makedirs(target)
+    for path in tf.io.gfile.glob(f"{prefix}.*"):
+        tf.io.gfile.rename(
+            path, os.path.join(target, os.path.basename(path)), overwrite=True
+        )
+    return target
+
+
+def process_alive(pid):
+    """Whether process `pid` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Alive, owned by another user.
+        return True
+    return True
+
+
+class ModelDirLock:
+    """An exclusive lock on a `model_dir`, held by one trainer at a time.
+
+    The lock is the file `<model_dir>/lock.json` holding the owner's pid,
+    host name, start time and a heartbeat time that a background thread
+    refreshes every `heartbeat_seconds`. It is created atomically (written
+    to a private file, then hard-linked to its name, which fails if the name
+    exists). An existing lock is stale, and is taken over with a warning, when
+    its owner is on this host and its pid is dead (a crashed or killed
+    trainer), or when its heartbeat is older than `stale_seconds` (a crashed
+    trainer on another host). Otherwise `acquire` raises
+    `ModelDirLockedError`. Directories that are not on the local file
+    system (e.g. 'gs://') are not locked.
+
+    Args:
+        model_dir: str, the directory to lock (created if needed).
+        heartbeat_seconds: float, interval of the heartbeat.
+        stale_seconds: float, age after which a heartbeat is stale.
+
+    Raises:
+        ValueError: if `stale_seconds` is not larger than `heartbeat_seconds`.
+    """
+
+    def __init__(self, model_dir, heartbeat_seconds=30.0, stale_seconds=300.0):
+        if not 0 < heartbeat_seconds < stale_seconds:
+            raise ValueError(
+                "Invalid values for arguments `heartbeat_seconds` and "
+                "`stale_seconds`. Expected 0 < heartbeat_seconds < "
+                f"stale_seconds. Received: {heartbeat_seconds}, {stale_seconds}"
+            )
+        self.path = os.path.join(model_dir, LOCK_FILE)
+        self.heartbeat_seconds = heartbeat_seconds
+        self.stale_seconds = stale_seconds
+        self._local = "://" not in model_dir
+        self._owner = None
+        self._stop = threading.Event()
+        self._thread = None
+
+    def _read(self):
+        try:
+            with open(self.path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # Unreadable: judged by the file's age below.
+
+    def _stale_reason(self, owner):
+        """Why the lock held by `owner` is stale, or None if it is live."""
+        if not owner:
+            try:
+                age = time.time() - os.path.getmtime(self.path)
+            except OSError:
+                return "it disappeared"
+            return (f"it is unreadable and {age:.0f} s old"
+                    if age > self.heartbeat_seconds else None)
+        age = time.time() - float(owner.get("heartbeat", 0))
+        if age > self.stale_seconds:
+            return f"its heartbeat is {age:.0f} s old"
+        if owner.get("hostname") == socket.gethostname() and not process_alive(
+            int(owner.get("pid", -1))
+        ):
+            return f"process {owner.get('pid')} is no longer running"
+        return None
+
+    def _write_owner(self, path):
+        self._owner["heartbeat"] = time.time()
+        with open(path, "w") as f:
+            json.dump(self._owner, f)
+
+    def acquire(self):
+        """Takes the lock (taking over a stale one).
+
+        Raises:
+            ModelDirLockedError: if another live trainer holds it.
+            ModelDirWriteError: if the lock file cannot be written.
+        """
+        if not self._local:
+            logging.warning("%s is not local: it is not locked.", self.path)
+            return self
+        self._owner = dict(
+            pid=os.getpid(), hostname=socket.gethostname(), started=time.time(),
+            token=f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}",
+        )
+        private = f"{self.path}.{self._owner['token']}"
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self._write_owner(private)
+            for _ in range(10):
+                try:
+                    os.link(private, self.path)
+                    break
+                except FileExistsError:
+                    owner = self._read()
+                    reason = self._stale_reason(owner) if owner is not None else "gone"
+                    if reason is None:
+                        raise ModelDirLockedError(
+                            f"{os.path.dirname(self.path)} is in use by another "
+                            f"trainer (pid {owner.get('pid')} on "
+                            f"{owner.get('hostname')}, heartbeat "
+                            f"{time.time() - float(owner.get('heartbeat', 0)):.0f}"
+                            f" s ago; lock file {self.path}). Wait for it to "
+                            "finish or use another model_dir."
+                        ) from None
+                    self._take_over(owner, reason)
+            else:
+                raise ModelDirLockedError(
+                    f"Could not take the lock {self.path}: it keeps changing."
+                )
+        except OSError as error:
+            raise ModelDirWriteError(
+                f"Could not write the lock file {self.path} "
+                f"({_one_line(error)}). Make the directory writable."
+            ) from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(private)
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._beat, name="model_dir_lock_heartbeat", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def _take_over(self, owner, reason):
+        """Moves a stale lock away unless it changed since it was judged."""
+        if owner is None:
+            return
+        moved = f"{self.path}.stale-{self._owner['token']}"
+        try:
+            os.rename(self.path, moved)
+        except FileNotFoundError:
+            return  # Another trainer took it over first: try again.
+        try:
+            with open(moved) as f:
+                unchanged = json.load(f) == owner
+        except (OSError, ValueError):
+            unchanged = owner == {}
+        if not unchanged:  # A fresh lock was moved by mistake: put it back.
+            with contextlib.suppress(OSError):
+                os.link(moved, self.path)
+        else:
+            logging.warning(
+                "Taking over the stale lock %s of pid %s on %s: %s.",
+                self.path, owner.get("pid"), owner.get("hostname"), reason,
+            )
+        os.remove(moved)
+
+    def _beat(self):
+        while not self._stop.wait(self.heartbeat_seconds):
+            with contextlib.suppress(OSError):
+                tmp = f"{self.path}.{self._owner['token']}.beat"
+                self._write_owner(tmp)
+                os.replace(tmp, self.path)
+
+    def release(self):
+        """Releases the lock if this object holds it."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+            if self._read() == self._owner:
+                with contextlib.suppress(OSError):
+                    os.remove(self.path)
+        self._owner = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc_info):
+        self.release()
 
 
 def _read_json_lines(path):
@@ -600,6 +968,19 @@ class Trainer:
             ),
         )
         self.metadata = data_provider.get_metadata(dataset.name, **self._data_kwargs)
+        for split in data_provider.SPLITS:
+            missing = data_provider.find_unreadable_files(
+                dataset.name, split, data_dir=dataset.data_dir, read_records=False,
+                translate_to=dataset.translate_to, image_size=dataset.image_size,
+                value_range=self._data_kwargs["value_range"],
+            )
+            if missing:
+                raise data_provider.DataNotFoundError(
+                    f"Split {split!r} of dataset {dataset.name!r} is missing "
+                    f"files: {', '.join(path for path, _ in missing)}. Prepare "
+                    "the dataset again (delete its folder, then `tfds build` "
+                    "or download=True)."
+                )
         self.is_chief = _is_chief(self.strategy)
         self._top5 = self.metadata.num_classes >= _TOP5_MIN_CLASSES
         self._loss_scaling = train.mixed_precision == "mixed_float16"
@@ -628,22 +1009,12 @@ class Trainer:
             global_step=self._global_step,
             train_seconds=self._train_seconds,
         )
-        self._managers = {
-            name: tf.train.CheckpointManager(
-                self._checkpoint,
-                self._write_dir(subdir),
-                max_to_keep=keep,
-                checkpoint_name=name,
-            )
-            for name, subdir, keep in (
-                ("ckpt", CHECKPOINT_DIR, train.keep_checkpoints),
-                ("best", BEST_DIR, 1),
-            )
-        }
+        self._managers = {name: self._make_manager(name) for name in _MANAGERS}
         self._train_step = self._make_train_step()
         self._eval_step = self._make_eval_step()
         self._sync_statistics = self._make_sync_statistics()
         self._writers = {}
+        self._restored = {}
         self.restore("latest")
 
     # -- Public API. --------------------------------------------------------
@@ -671,14 +1042,37 @@ class Trainer:
                 "Invalid value for argument `which`. Expected 'latest' or "
                 f"'best'. Received: {which!r}"
             )
-        path = tf.train.latest_checkpoint(
-            os.path.join(self.model_dir, subdirs[which])
-        )
-        if path is None:
-            return None
-        self._checkpoint.restore(path).assert_existing_objects_matched()
-        logging.info("Restored %s (step %d).", path, self.step)
-        return path
+        directory = os.path.join(self.model_dir, subdirs[which])
+        candidates = _checkpoint_candidates(directory)
+        failures = []
+        for path in candidates:
+            try:
+                _read_every_tensor(path)
+            except Exception as error:  # TF raises many types for bad files.
+                failures.append((path, _one_line(error)))
+                logging.warning(
+                    "Checkpoint %s is unreadable (%s); falling back to the "
+                    "previous one.", path, failures[-1][1],
+                )
+                continue
+            self._checkpoint.restore(path).assert_existing_objects_matched()
+            if failures:
+                logging.warning(
+                    "Resuming from %s (step %d), the newest valid checkpoint, "
+                    "instead of the unreadable %s.", path, self.step,
+                    ", ".join(p for p, _ in failures),
+                )
+            logging.info("Restored %s (step %d).", path, self.step)
+            self._restored[which] = (path, failures, candidates)
+            return path
+        if failures:
+            raise CheckpointCorruptedError(
+                f"No checkpoint in {directory} is readable ("
+                + "; ".join(f"{p}: {reason}" for p, reason in failures)
+                + "). Training does not restart from step 0 by itself: move "
+                f"{directory} away to start afresh, or put back a backup."
+            )
+        return None
 
     def evaluate(self, split):
         """Evaluates the current model on a split (one full, masked pass).
@@ -703,9 +1097,12 @@ class Trainer:
             self._eval_datasets[split] = self._distributed_dataset(split)
         self._sync_statistics()
         totals = None
-        for images, labels, mask in self._eval_datasets[split]:
-            sums = [float(s) for s in self._eval_step(images, labels, mask)]
-            totals = sums if totals is None else [a + b for a, b in zip(totals, sums)]
+        with self._reading(split):
+            for images, labels, mask in self._eval_datasets[split]:
+                sums = [float(s) for s in self._eval_step(images, labels, mask)]
+                totals = (
+                    sums if totals is None else [a + b for a, b in zip(totals, sums)]
+                )
         loss_sum, correct, top5, count = totals
         metrics = dict(
             loss=loss_sum / count, accuracy=correct / count, num_examples=int(count)
@@ -724,10 +1121,27 @@ class Trainer:
         Returns:
             The results dict also written to `results.json`.
 
+        The chief holds the `model_dir` lock (`ModelDirLock`) while it runs.
+
         Raises:
-            NonFiniteLossError: if the loss becomes NaN or infinite; the last
-                good checkpoint stays the latest one.
+            NonFiniteLossError: if the loss or the weights become NaN or
+                infinite; the last good checkpoint stays the latest one.
+            ModelDirLockedError: if another live trainer uses `model_dir`.
+            ModelDirWriteError: if a checkpoint or run file cannot be
+                written; the previous checkpoints are intact.
+            InputDataError: if the input data cannot be read.
         """
+        lock = ModelDirLock(self.model_dir) if self.is_chief else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            self._repair_checkpoints()
+            return self._train_and_evaluate()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _train_and_evaluate(self):
         train = self.config.train
         start_wall = time.time()
         if self.is_chief:
@@ -751,8 +1165,10 @@ class Trainer:
             )
         while self.step < train.train_steps:
             step_start = time.time()
+            with self._reading("train"):
+                outputs = self._train_step(train_iterator)
             loss_sum, reg_loss, correct, count, grad_norm = (
-                float(v) for v in self._train_step(train_iterator)
+                float(v) for v in outputs
             )
             step = self.step
             loss = loss_sum / count + reg_loss
@@ -780,18 +1196,21 @@ class Trainer:
                 self._log_training(step, window)
                 window = _new_window()
             evaluated = step % train.eval_every_steps == 0 or step == train.train_steps
+            if evaluated or step % train.checkpoint_every_steps == 0:
+                self._check_finite_weights(step)
+            # Order: evaluation line, checkpoint, then best. A crash in between
+            # is repaired on resume: evaluations newer than the restored step
+            # are redone, and `_read_best` re-saves a best checkpoint that the
+            # crash prevented.
             if evaluated:
                 metrics = self._evaluate_and_record("valid", step)
-                if best is None or metrics["accuracy"] > best["metrics"]["accuracy"]:
-                    best = dict(step=step, metrics=metrics)
-                    self._save("best", step)
-                    if self.is_chief:
-                        _atomic_write_text(
-                            os.path.join(self.model_dir, BEST_DIR, BEST_FILE),
-                            json.dumps(best, indent=2),
-                        )
             if evaluated or step % train.checkpoint_every_steps == 0:
                 self._save("ckpt", step)
+            if evaluated and (
+                best is None or metrics["accuracy"] > best["metrics"]["accuracy"]
+            ):
+                best = dict(step=step, metrics=metrics)
+                self._save_best(best)
         if best is None:
             # Nothing was trained in this session and nothing was recorded.
             metrics = self._evaluate_and_record("valid", self.step)
@@ -1033,7 +1452,104 @@ class Trainer:
         )
         if path is None:
             return "No checkpoint was written before."
-        return f"The last good checkpoint, {path}, is kept."
+        return (
+            f"The last good checkpoint, {path}, is kept (step "
+            f"{_checkpoint_step(path)})."
+        )
+
+    def _check_finite_weights(self, step):
+        """Refuses to evaluate or checkpoint NaN / infinite weights."""
+        bad = [
+            v.path for v in self.model.trainable_variables
+            if not bool(tf.reduce_all(tf.math.is_finite(v)))
+        ]
+        if bad:
+            self._flush_writers()
+            raise NonFiniteLossError(
+                f"Training stopped at step {step}: the weights "
+                f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} are NaN "
+                f"or infinite. {self._last_good_message()} Lower "
+                "config.train.optimizer.learning_rate or set "
+                "config.train.optimizer.clipnorm, then rerun to resume."
+            )
+
+    @contextlib.contextmanager
+    def _reading(self, split):
+        """Turns input-reading errors into an `InputDataError` naming files."""
+        try:
+            yield
+        except (tf.errors.DataLossError, tf.errors.NotFoundError) as error:
+            dataset = self.config.dataset
+            try:
+                unreadable = data_provider.find_unreadable_files(
+                    dataset.name, split, data_dir=dataset.data_dir,
+                    translate_to=dataset.translate_to,
+                    image_size=dataset.image_size,
+                    value_range=self._data_kwargs["value_range"],
+                )
+            except Exception as scan_error:  # The scan is best effort.
+                unreadable = [("(scan failed)", _one_line(scan_error))]
+            files = "; ".join(f"{path}: {reason}" for path, reason in unreadable)
+            raise InputDataError(
+                f"Could not read the {split!r} split of dataset "
+                f"{dataset.name!r} at step {self.step} ({_one_line(error)}). "
+                f"Unreadable files: {files or 'none found'}. Prepare the "
+                "dataset again, then rerun to resume."
+            ) from None
+
+    def _make_manager(self, name):
+        return tf.train.CheckpointManager(
+            self._checkpoint,
+            self._write_dir(_MANAGERS[name]),
+            max_to_keep=self.config.train.keep_checkpoints if name == "ckpt" else 1,
+            checkpoint_name=name,
+        )
+
+    def _repair_checkpoints(self):
+        """Chief, under the lock: tidies the checkpoint directories.
+
+        Removes the files of interrupted checkpoint writes, moves unreadable
+        checkpoints found by `restore` to `<dir>/corrupted/` and points the
+        state file at the checkpoint actually restored, so that the managers
+        and `tf.train.latest_checkpoint` agree with the restored state.
+        """
+        if not self.is_chief:
+            return
+        restored = self._restored.get("latest")
+        directory = os.path.join(self.model_dir, CHECKPOINT_DIR)
+        if restored is not None and _checkpoint_candidates(directory) != restored[2]:
+            self.restore("latest")  # Changed since construction: redo.
+            restored = self._restored["latest"]
+        for subdir in _MANAGERS.values():
+            removed = _remove_partial_checkpoint_files(
+                os.path.join(self.model_dir, subdir)
+            )
+            if removed:
+                logging.warning(
+                    "Removed the partial files of an interrupted checkpoint "
+                    "write: %s", ", ".join(removed),
+                )
+        if restored is None:
+            return
+        path, failures, _ = restored
+        for bad, _ in failures:
+            target = _quarantine_checkpoint(bad)
+            logging.warning("Moved the unreadable checkpoint %s to %s.", bad, target)
+        state = None if failures else _read_checkpoint_state(directory)
+        if state is None or os.path.basename(state.model_checkpoint_path) != (
+            os.path.basename(path)
+        ):
+            valid = [
+                p for p in _checkpoint_candidates(directory)
+                if _checkpoint_step(p) <= _checkpoint_step(path)
+            ][: self.config.train.keep_checkpoints]
+            # Relative names, as CheckpointManager writes them.
+            tf.compat.v1.train.update_checkpoint_state(
+                directory, os.path.basename(path),
+                all_model_checkpoint_paths=[os.path.basename(p) for p in valid[::-1]],
+            )
+            self._managers["ckpt"] = self._make_manager("ckpt")
+        self._restored.pop("latest")
 
     def _write_dir(self, subdir):
         """Chief writes in model_dir; other workers in a private temp dir."""
@@ -1046,12 +1562,38 @@ class Trainer:
         )
 
     def _save(self, name, step):
+        """Saves a checkpoint of the 'ckpt' or 'best' manager.
+
+        Raises:
+            ModelDirWriteError: if the write fails (the partial files are
+                removed; the previous checkpoints are intact).
+        """
         # Every worker must take part in a save (it may run collectives).
         self._sync_statistics()
-        path = self._managers[name].save(checkpoint_number=step)
+        manager = self._managers[name]
+        try:
+            path = manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as error:
+            with contextlib.suppress(OSError, tf.errors.OpError):
+                _remove_partial_checkpoint_files(manager.directory)
+            kept = ", ".join(manager.checkpoints) or "none"
+            raise ModelDirWriteError(
+                f"Could not write the checkpoint of step {step} in "
+                f"{manager.directory} ({_one_line(error)}). The previous "
+                f"checkpoints are intact: {kept}. Free disk space or make the "
+                "directory writable, then rerun to resume."
+            ) from None
         if not self.is_chief:
             tf.io.gfile.rmtree(os.path.dirname(path))
         return path
+
+    def _save_best(self, best):
+        self._save("best", best["step"])
+        if self.is_chief:
+            _atomic_write_text(
+                os.path.join(self.model_dir, BEST_DIR, BEST_FILE),
+                json.dumps(best, indent=2),
+            )
 
     def _writer(self, split):
         if split not in self._writers:
@@ -1108,7 +1650,10 @@ class Trainer:
                     )
         self._writer(split).flush()
         path = os.path.join(self.model_dir, METRICS_FILE)
-        lines = _read_json_lines(path)
+        lines = [
+            line for line in _read_json_lines(path)
+            if (line["step"], line["split"]) != (step, split)
+        ]
         lines.append(dict(step=step, split=split, **metrics))
         _atomic_write_text(path, "".join(json.dumps(l) + "\n" for l in lines))
         return metrics
@@ -1122,12 +1667,38 @@ class Trainer:
             _atomic_write_text(path, "".join(json.dumps(l) + "\n" for l in kept))
 
     def _read_best(self):
+        """The best validation up to the restored step, from `metrics.jsonl`.
+
+        `metrics.jsonl` is the record (it is written before the checkpoint of
+        the same step). When `best/` lags behind it because a crash came
+        between the checkpoint and the best checkpoint of the restored step,
+        the best checkpoint is saved again from the restored state.
+        """
+        best = None
+        for line in _read_json_lines(os.path.join(self.model_dir, METRICS_FILE)):
+            if line["split"] != "valid" or line["step"] > self.step:
+                continue
+            metrics = {k: v for k, v in line.items() if k not in ("step", "split")}
+            if best is None or metrics["accuracy"] > best["metrics"]["accuracy"]:
+                best = dict(step=line["step"], metrics=metrics)
         path = os.path.join(self.model_dir, BEST_DIR, BEST_FILE)
-        if not tf.io.gfile.exists(path):
-            return None
-        with tf.io.gfile.GFile(path) as f:
-            best = json.load(f)
-        return best if best["step"] <= self.step else None
+        recorded = None
+        if tf.io.gfile.exists(path):
+            with tf.io.gfile.GFile(path) as f:
+                recorded = json.load(f)
+        if best is not None and recorded != best:
+            if best["step"] == self.step:
+                logging.warning(
+                    "Saving the best checkpoint of step %d again (a crash "
+                    "interrupted its write).", self.step,
+                )
+                self._save_best(best)
+            else:
+                logging.warning(
+                    "%s does not match metrics.jsonl (best step %d); it is "
+                    "rewritten when a better validation comes.", path, best["step"],
+                )
+        return best
 
     def _write_config(self):
         path = os.path.join(self.model_dir, CONFIG_FILE)

@@ -12,6 +12,12 @@ Serve it without this package:
         .signatures["serving_default"]
     outputs = serve(images=uint8_images)  # (batch, 28, 28, 1) uint8
     outputs["probabilities"], outputs["classes"]
+
+The signature refuses tensors of another dtype, rank or image size. NumPy
+arrays and lists are cast to uint8 by TensorFlow before the signature sees
+them (0.7 becomes 0); `export.load_serving_function(export_dir)` refuses
+them instead.
+Exit status: 0 on success, 1 with a one-line `error:` message.
 """
 
 import json
@@ -28,6 +34,7 @@ except ImportError:  # Run from a source checkout without `pip install -e .`.
 
 from absl import app
 from absl import flags
+import tensorflow as tf
 
 from low_rank_local_connectivity import export
 
@@ -52,8 +59,8 @@ def main(argv):
         paths = export.export_model(
             _MODEL_DIR.value, export_dir, checkpoint=_CHECKPOINT.value
         )
-    except (TypeError, ValueError) as error:
-        sys.exit(f"error: {error}")
+    except (TypeError, ValueError, OSError, tf.errors.OpError) as error:
+        sys.exit(f"error: {' '.join(str(error).split())}")
     print(json.dumps(paths, indent=2))
 
 

@@ -12,7 +12,9 @@ Any config field can be overridden with `--config.<field>=<value>` (see
 loss, accuracy, examples/s, ETA) go to the log; results land in
 `<model_dir>/results.json`. Watch with `tensorboard --logdir <model_dir>`.
 Exit status: 0 on success, 1 with a one-line `error:` message for an invalid
-config, missing data or a NaN/Inf loss.
+config, missing or corrupted data, a NaN/Inf loss, a `model_dir` in use by
+another trainer, unreadable checkpoints or a failed write (see
+`trainer.TrainerError`).
 """
 
 import os
@@ -68,13 +70,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     try:
-        run = trainer.Trainer(_CONFIG.value, _MODEL_DIR.value)
-    except (TypeError, ValueError, data_provider.DataNotFoundError) as error:
-        sys.exit(f"error: {error}")
-    try:
-        run.train_and_evaluate()
-    except trainer.NonFiniteLossError as error:
-        sys.exit(f"error: {error}")
+        trainer.Trainer(_CONFIG.value, _MODEL_DIR.value).train_and_evaluate()
+    except (
+        TypeError, ValueError, data_provider.DataNotFoundError,
+        trainer.TrainerError,
+    ) as error:
+        sys.exit(f"error: {' '.join(str(error).split())}")
 
 
 if __name__ == "__main__":
