@@ -126,8 +126,11 @@ def normalize_combining_weights(logits, normalization):
       A tensor of the same shape.
     """
     if normalization == "softmax":
-        if logits.shape[-1] == 1:  # softmax over one basis is exactly 1
-            return ops.ones_like(logits)
+        if logits.shape[-1] == 1:
+            # Softmax over one basis is exactly 1 (Keras warns on every call).
+            # exp(l - l) keeps the logits in the graph, with their zero gradient,
+            # so optimizers see a gradient for every trainable variable.
+            return ops.exp(logits - logits)
         return ops.softmax(logits, axis=-1)
     if normalization == "norm":
         squared = ops.sum(ops.square(logits), axis=-1, keepdims=True)

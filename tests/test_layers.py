@@ -691,3 +691,17 @@ def test_input_dependent_network_is_a_serialisable_layer(tmp_path):
     model.save(path)
     x = images((2, 9, 8, 2))
     np.testing.assert_array_equal(keras.saving.load_model(path)(x), model(x))
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+@pytest.mark.parametrize("normalize_weights", ["softmax", "norm", ""])
+def test_every_trainable_variable_gets_a_gradient(rank, normalize_weights):
+    layer = make_lrlc("row_col", spatial_rank=rank, normalize_weights=normalize_weights)
+    x = tf.constant(images((2, 7, 7, 2)))
+    layer.build(x.shape)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x) ** 2)
+    gradients = tape.gradient(loss, layer.trainable_variables)
+    assert all(g is not None for g in gradients)
+    if rank == 1 and normalize_weights == "softmax":  # the weight is always 1
+        np.testing.assert_array_equal(gradients[1], 0.0)
