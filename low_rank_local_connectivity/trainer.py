@@ -1734,25 +1734,23 @@ def train_and_evaluate(config, model_dir, *, strategy=None):
     return Trainer(config, model_dir, strategy=strategy).train_and_evaluate()
 
 
-def load_config(model_dir):
-    """Reads the resolved config saved in `model_dir/config.json`."""
-    path = os.path.join(model_dir, CONFIG_FILE)
+def _read_run_file(model_dir, filename):
+    """Parses the JSON file `filename` the trainer wrote in `model_dir`."""
+    path = os.path.join(model_dir, filename)
     if not tf.io.gfile.exists(path):
         raise ValueError(
             f"Invalid value for argument `model_dir`. Expected a directory "
-            f"with {CONFIG_FILE} written by the trainer. Received: {model_dir!r}"
+            f"with {filename} written by the trainer. Received: {model_dir!r}"
         )
     with tf.io.gfile.GFile(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        return json.load(f)
+
+
+def load_config(model_dir):
+    """Reads the resolved config saved in `model_dir/config.json`."""
+    return ml_collections.ConfigDict(_read_run_file(model_dir, CONFIG_FILE))
 
 
 def load_metadata(model_dir):
     """Reads the dataset metadata saved in `model_dir/metadata.json` (a dict)."""
-    path = os.path.join(model_dir, METADATA_FILE)
-    if not tf.io.gfile.exists(path):
-        raise ValueError(
-            f"Invalid value for argument `model_dir`. Expected a directory "
-            f"with {METADATA_FILE} written by the trainer. Received: {model_dir!r}"
-        )
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+    return _read_run_file(model_dir, METADATA_FILE)
