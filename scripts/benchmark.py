@@ -128,7 +128,10 @@ def _steps(layer, inputs, jit):
             tape.watch(inputs)
             outputs = layer(inputs)
         gradients = tape.gradient(outputs, [inputs] + variables, output_gradients=upstream)
-        return tf.add_n([tf.reduce_sum(g) for g in gradients])
+        # The outputs are part of the result, as a loss would be: otherwise graph
+        # pruning drops a forward pass whose values the backward pass does not read
+        # (a convolution's), and the step would time the backward pass alone.
+        return tf.add_n([tf.reduce_sum(outputs)] + [tf.reduce_sum(g) for g in gradients])
 
     return {"forward": forward, "forward_backward": forward_backward}
 
