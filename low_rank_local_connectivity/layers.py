@@ -161,6 +161,56 @@ def align_corners_resize_matrix(input_size, output_size):
     return matrix
 
 
+def combine_bases(weights, bases):
+    """Weighted sum of basis outputs over the basis axis.
+
+    `outputs[..., f] = sum_k weights[..., k] * bases[..., k, f]`, evaluated as one
+    batched (1 x K) @ (K x F) product over all B * H * W positions. Its gradient is
+    written by hand: autodiff of a broadcasting batched product runs two more batched
+    products of tiny matrices and a strided reduction, which together cost about as
+    much as the K-basis convolution's own backward pass on CPU. Here the basis
+    gradient is one broadcasting multiply and the weight gradient one batched
+    (K x F) @ (F x 1) product followed by a sum over the broadcast axes.
+
+    Args:
+      weights: combining weights broadcastable to (B, H, W, K): (B, H, W, K) when
+        they depend on the input, (H, W, K), (H, 1, K) or (1, W, K) when fixed.
+      bases: (B, H, W, K, F) outputs of the K bases.
+
+    Returns:
+      (B, H, W, F), in the dtype of `bases`.
+    """
+    bases = ops.convert_to_tensor(bases)
+    weights = ops.cast(ops.convert_to_tensor(weights), bases.dtype)
+    return _combine_bases(weights, bases)
+
+
+@ops.custom_gradient
+def _combine_bases(weights, bases):
+    shape = ops.shape(bases)  # (B, H, W, K, F)
+    rank, filters = bases.shape[-2], bases.shape[-1]
+    flat_bases = ops.reshape(bases, (-1, rank, filters))
+    flat_weights = ops.reshape(ops.broadcast_to(weights, shape[:-1]), (-1, 1, rank))
+    outputs = ops.reshape(ops.matmul(flat_weights, flat_bases), (*shape[:-2], filters))
+
+    def grad(*args, upstream=None):
+        if upstream is None:
+            (upstream,) = args
+        d_bases = ops.expand_dims(weights, -1) * ops.expand_dims(upstream, -2)
+        d_weights = ops.matmul(flat_bases, ops.reshape(upstream, (-1, filters, 1)))
+        d_weights = ops.reshape(d_weights, shape[:-1])
+        # Undo the broadcast of `weights`: leading axes, then its size-1 axes.
+        leading = len(d_weights.shape) - len(weights.shape)
+        if leading:
+            d_weights = ops.sum(d_weights, axis=tuple(range(leading)))
+        ones = tuple(i for i, size in enumerate(weights.shape) if size == 1)
+        if ones:
+            d_weights = ops.sum(d_weights, axis=ones, keepdims=True)
+        return d_weights, d_bases
+
+    return outputs, grad
+
+
 def _to_channels_last(inputs, data_format):
     if data_format == "channels_first":
         return ops.transpose(inputs, (0, 2, 3, 1))
@@ -319,15 +369,22 @@ class InputDependentCombiningWeights(keras.layers.Layer):
             kernel, bias = weights
             return ops.matmul(x, kernel) + bias
 
+        rank = self.spatial_rank
         z = dense(inputs, self.projection)
-        resized_z = self._resize(z)
-        branches = [resized_z, ops.zeros_like(resized_z) + ops.mean(z, (1, 2), True)]
+        branches = [self._resize(z)]
         for r, (kernel, bias) in zip(self.dilations, self.depthwise):
             branch = ops.depthwise_conv(
                 z, kernel, strides=1, padding="valid", dilation_rate=r
             )
             branches.append(self._resize(branch + bias))
-        hidden = ops.relu(dense(ops.concatenate(branches, axis=-1), self.hidden1))
+        # The concatenation is [z, mean(z), depthwise branches...]. The mean branch
+        # is constant over positions, so its product with its rows of the kernel is
+        # added as a (B, 1, 1, 3K) term instead of being broadcast and concatenated.
+        kernel, bias = self.hidden1
+        mean_term = ops.matmul(ops.mean(z, (1, 2), True), kernel[rank : 2 * rank])
+        spatial_kernel = ops.concatenate([kernel[:rank], kernel[2 * rank :]], axis=0)
+        hidden = ops.matmul(ops.concatenate(branches, axis=-1), spatial_kernel)
+        hidden = ops.relu(hidden + (mean_term + bias))
         hidden = ops.sigmoid(dense(hidden, self.hidden2))
         return dense(hidden, self.logits)
 
@@ -751,17 +808,41 @@ class LowRankLocallyConnected2D(keras.layers.Layer):
             outputs, (-1, shape[1], shape[2], self.spatial_rank, self.filters)
         )
 
+    def _total_bias(self, outputs):
+        """All biases summed on their small shapes and broadcast to (H_out, W_out, F).
+
+        One add over the (B, H_out, W_out, F) outputs, whose gradient is a sum over
+        the batch axis only, instead of one add (and one strided reduction in the
+        backward pass) per bias. The explicit broadcast matters: `keras.ops.add`
+        (Keras 3.15, TensorFlow backend) turns an add of a tensor with one
+        non-singleton axis into a `bias_add` along whichever axis has that size, so
+        e.g. (1, W_out, 1) + (filters,) gives (1, W_out, 1) when W_out == filters,
+        and a (H_out, 1, 1) row bias lands on the filters when H_out == filters.
+        None without biases.
+        """
+        biases = [
+            bias
+            for bias in (
+                self.spatial_bias_row, self.spatial_bias_col, self.spatial_bias, self.bias
+            )
+            if bias is not None
+        ]
+        if not biases:
+            return None
+        shape = ops.shape(outputs)[1:]
+        total = ops.broadcast_to(biases[0], shape)
+        for bias in biases[1:]:
+            total = total + ops.broadcast_to(bias, shape)
+        return total
+
     def call(self, inputs):
         inputs = _to_channels_last(inputs, self.data_format)
-        bases = self._basis_outputs(inputs)
-        weights = self._normalized_weights(inputs)
-        # (..., 1, K) @ (B, H_out, W_out, K, F) -> (B, H_out, W_out, 1, F).
-        outputs = ops.squeeze(ops.matmul(weights[..., None, :], bases), axis=-2)
-        for spatial_bias in (self.spatial_bias_row, self.spatial_bias_col, self.spatial_bias):
-            if spatial_bias is not None:
-                outputs = outputs + spatial_bias
-        if self.bias is not None:
-            outputs = outputs + self.bias
+        outputs = combine_bases(
+            self._normalized_weights(inputs), self._basis_outputs(inputs)
+        )
+        bias = self._total_bias(outputs)
+        if bias is not None:
+            outputs = outputs + bias
         if self.activation is not None:
             outputs = self.activation(outputs)
         return _from_channels_last(outputs, self.data_format)

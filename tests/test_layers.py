@@ -22,43 +22,13 @@ from lrlc_reference import np_conv
 from lrlc_reference import np_lrlc
 from lrlc_reference import np_normalize
 from lrlc_reference import np_resize_align_corners
+from lrlc_testing import MODES
+from lrlc_testing import images
+from lrlc_testing import make_lrlc
+from lrlc_testing import randomize
 
 LRLC = layers.LowRankLocallyConnected2D
 ATOL = 1e-5
-
-# (share_row, share_col, input_dependent) of every combining-weights mode.
-MODES = {
-    "row_col": (True, True, False),
-    "row_only": (True, False, False),
-    "col_only": (False, True, False),
-    "full": (False, False, False),
-    "input_dependent": (False, False, True),
-}
-
-
-def make_lrlc(mode="row_col", **kwargs):
-    share_row, share_col, input_dependent = MODES[mode]
-    kwargs.setdefault("spatial_rank", 3)
-    kwargs.setdefault("filters", 4)
-    kwargs.setdefault("kernel_size", 3)
-    return LRLC(
-        share_row_combining_weights=share_row,
-        share_col_combining_weights=share_col,
-        input_dependent=input_dependent,
-        **kwargs,
-    )
-
-
-def randomize(layer, seed=0):
-    """Gives every variable (biases and combining weights included) random values."""
-    rng = np.random.default_rng(seed)
-    for variable in layer.weights:
-        variable.assign(rng.normal(scale=0.5, size=variable.shape).astype("float32"))
-
-
-def images(shape, seed=1):
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
-
 
 def tf_keras_locally_connected(layer, x):
     """Runs tf_keras' LocallyConnected2D loaded with the LRLC's equivalent kernel.
@@ -161,6 +131,22 @@ def test_matches_numpy_reference(mode, kwargs):
     x = images((2, 17, 15, 3))
     layer.build(x.shape)
     randomize(layer, seed=5)
+    np.testing.assert_allclose(run(layer, x), np_lrlc(layer, x), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("filters,input_size", [(6, (8, 9)), (7, (8, 9)), (6, (8, 8))])
+def test_spatial_biases_land_on_their_axes(mode, use_bias, filters, input_size):
+    """Output height or width equal to `filters` (6x7 outputs, 6 or 7 filters).
+
+    `keras.ops.add` treats a tensor with one non-singleton axis as a channel bias
+    when that axis' size matches the first or last axis of the other operand.
+    """
+    layer = make_lrlc(mode, filters=filters, use_bias=use_bias)
+    x = images((2, *input_size, 3))
+    layer.build(x.shape)
+    randomize(layer, seed=8)
     np.testing.assert_allclose(run(layer, x), np_lrlc(layer, x), atol=ATOL, rtol=0)
 
 
