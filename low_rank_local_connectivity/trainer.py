@@ -16,7 +16,8 @@ A `model_dir` holds everything about a run:
   combining weights of every LRLC layer with fixed combining weights).
 - `metrics.jsonl`: one JSON line per evaluation.
 - `results.json`: written at the end (best validation and its step, final test
-  metrics, parameter count, time, throughput).
+  metrics, parameter count, time, throughput over all steps and without each
+  session's first step, which traces the training step).
 
 Starting `train_and_evaluate` again on the same `model_dir` resumes from the
 latest checkpoint. Checkpoints are written by `tf.train.CheckpointManager`,
@@ -1111,6 +1112,38 @@ class Trainer:
             metrics["top5_accuracy"] = top5 / count
         return metrics
 
+    def measure_step_throughput(self, num_steps=20, warmup_steps=2):
+        """Examples/s of the compiled training step alone, without input pipeline.
+
+        Runs the trainer's own training step on the first training batch, cached
+        in memory and repeated, and converts its outputs to Python floats as the
+        training loop does. Compared with the `steady_examples_per_second` of
+        `results.json` (the same step fed by the real pipeline) it shows the
+        input-pipeline overhead. It trains the model and writes nothing: use it
+        on a scratch `model_dir`.
+
+        Args:
+            num_steps: timed steps.
+            warmup_steps: untimed steps first (the first one traces).
+
+        Returns:
+            Examples per second over the timed steps.
+        """
+        for name, value, low in (("num_steps", num_steps, 1), ("warmup_steps", warmup_steps, 0)):
+            if not (_is_int(value) and value >= low):
+                raise ValueError(
+                    f"Invalid value for argument `{name}`. Expected an integer "
+                    f">= {low}. Received: {value!r}"
+                )
+        iterator = iter(self._distributed_dataset("train", one_batch_in_memory=True))
+        for _ in range(warmup_steps):
+            [float(v) for v in self._train_step(iterator)]
+        start = time.perf_counter()
+        for _ in range(num_steps):
+            [float(v) for v in self._train_step(iterator)]
+        seconds = time.perf_counter() - start
+        return num_steps * self.config.train.batch_size / seconds
+
     def train_and_evaluate(self):
         """Trains to `train.train_steps`, validating and checkpointing.
 
@@ -1155,6 +1188,8 @@ class Trainer:
         best = self._read_best()
         window = _new_window()
         session_start_step = self.step
+        # Throughput without the session's first step, which traces the step.
+        steady = dict(steps=0, seconds=0.0)
         if self.step < train.train_steps:
             train_iterator = iter(self._distributed_dataset("train", self.step))
             logging.info(
@@ -1186,6 +1221,9 @@ class Trainer:
                 )
             seconds = time.time() - step_start
             self._train_seconds.assign_add(seconds)
+            if step > session_start_step + 1:
+                steady["steps"] += 1
+                steady["seconds"] += seconds
             for key, value in (
                 ("loss", loss_sum + reg_loss * count), ("correct", correct),
                 ("count", count), ("steps", 1), ("seconds", seconds),
@@ -1232,6 +1270,10 @@ class Trainer:
             examples_per_second=(
                 steps * train.batch_size / train_seconds if train_seconds else None
             ),
+            steady_examples_per_second=(
+                steady["steps"] * train.batch_size / steady["seconds"]
+                if steady["seconds"] else None
+            ),
             session_steps=steps - session_start_step,
             session_wall_seconds=time.time() - start_wall,
         )
@@ -1249,7 +1291,7 @@ class Trainer:
 
     # -- Building blocks. ---------------------------------------------------
 
-    def _distributed_dataset(self, split, start_step=0):
+    def _distributed_dataset(self, split, start_step=0, one_batch_in_memory=False):
         """The distributed input pipeline of a split.
 
         Training uses one pipeline per worker (`input_context`: sharded,
@@ -1296,6 +1338,8 @@ class Trainer:
                     // input_context.num_input_pipelines
                 )
                 dataset = dataset.skip(start_step * batches_per_step)
+            if one_batch_in_memory:
+                dataset = dataset.take(1).cache().repeat()
             return dataset
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)

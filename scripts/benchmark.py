@@ -15,6 +15,13 @@ Examples:
   python scripts/benchmark.py --preset=targets --output_dir=docs/benchmark
   # The paper's shapes (batch 128; 28, 32, 48; K = 1..16) and a ResNet stage-4 shape.
   python scripts/benchmark.py --preset=paper --output_dir=/tmp/benchmark_paper
+  # Training throughput of the simple model per layer type: the real trainer and
+  # input pipeline versus the same training step on one batch held in memory.
+  python scripts/benchmark.py --layers= --training=mnist_small_conv,mnist_small_lrlc
+
+Training throughput runs `trainer.train_and_evaluate` on the embedded MNIST subset
+(no external data) and reports its steady-state examples/s (the first, tracing step
+excluded), next to `Trainer.measure_step_throughput` of the same configuration.
 """
 
 import json
@@ -65,6 +72,12 @@ flags.DEFINE_float(
     "Skip tf_keras implementation 2, whose dense masked kernel needs "
     "(H*W*C)*(H_out*W_out*F) floats, above this size.",
 )
+flags.DEFINE_list(
+    "training", [],
+    "Experiment presets (configs/experiment.py) whose training throughput to "
+    "measure, e.g. mnist_small_conv,mnist_small_lrlc.",
+)
+flags.DEFINE_integer("training_steps", 40, "Trainer steps per training benchmark.")
 flags.DEFINE_string("output_dir", None, "Writes benchmark.json and benchmark.md here.")
 
 
@@ -212,6 +225,41 @@ def markdown_table(rows):
     return "\n".join(lines)
 
 
+def benchmark_training(preset, steps, workdir):
+    """Trainer examples/s against the pure step rate, for one experiment preset."""
+    from low_rank_local_connectivity import trainer
+    from low_rank_local_connectivity.configs import experiment
+
+    config = experiment.get_config(preset)
+    train = config.train
+    train.train_steps = train.eval_every_steps = train.checkpoint_every_steps = steps
+    train.log_every_steps = max(steps // 4, 1)
+    results = trainer.train_and_evaluate(config, str(workdir / preset / "trainer"))
+    step_only = trainer.Trainer(config, str(workdir / preset / "step")).measure_step_throughput(
+        num_steps=steps
+    )
+    with_pipeline = results["steady_examples_per_second"]
+    return dict(
+        preset=preset, batch_size=train.batch_size, steps=steps,
+        trainer_examples_per_second=with_pipeline,
+        step_examples_per_second=step_only,
+        ratio=with_pipeline / step_only,
+    )
+
+
+def training_table(rows):
+    lines = [
+        "| preset | batch | trainer examples/s | in-memory step examples/s | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['preset']} | {r['batch_size']} | {r['trainer_examples_per_second']:.0f} | "
+            f"{r['step_examples_per_second']:.0f} | {r['ratio']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -225,16 +273,29 @@ def main(argv):
             f"Check --layers (unknown: {unknown}; valid: {LAYERS}), --batch_size and "
             "--ranks (positive integers)."
         )
+    if FLAGS.training and FLAGS.training_steps < 3:
+        raise app.UsageError(
+            f"--training_steps must be >= 3 (the first step traces); got {FLAGS.training_steps}"
+        )
     bad_modes = sorted(set(FLAGS.modes) - {"graph", "xla"})
     if bad_modes:
         raise app.UsageError(f"--modes must be graph and/or xla; got {bad_modes}")
-    layer_names = list(dict.fromkeys([REFERENCE] + FLAGS.layers))
+    layer_names = list(dict.fromkeys([REFERENCE] + FLAGS.layers)) if FLAGS.layers else []
+    from low_rank_local_connectivity.configs import experiment
+
+    unknown = sorted(set(FLAGS.training) - set(experiment.PRESETS))
+    if unknown:
+        raise app.UsageError(
+            f"--training: unknown presets {unknown}; choose from {list(experiment.PRESETS)}"
+        )
+    import tempfile
+
     import tensorflow as tf
 
     cpu = os.cpu_count()
     print(f"TensorFlow {tf.__version__}; {cpu} CPU cores; batch {batch_size}", flush=True)
     rows = []
-    for mode in FLAGS.modes:
+    for mode in FLAGS.modes if layer_names else []:
         for shape in shapes:
             for rank in ranks:
                 started = time.time()
@@ -242,13 +303,23 @@ def main(argv):
                 rows.extend(new_rows)
                 print(markdown_table(new_rows), flush=True)
                 logging.info("%s %s K=%d done in %.0fs", mode, shape, rank, time.time() - started)
+    training_rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for preset in FLAGS.training:
+            training_rows.append(
+                benchmark_training(preset, FLAGS.training_steps, pathlib.Path(workdir))
+            )
+            print(training_table(training_rows[-1:]), flush=True)
     if FLAGS.output_dir:
         out = pathlib.Path(FLAGS.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "benchmark.json").write_text(json.dumps(
-            dict(tensorflow=tf.__version__, cpu_count=cpu, reference=REFERENCE, rows=rows),
+            dict(tensorflow=tf.__version__, cpu_count=cpu, reference=REFERENCE, rows=rows,
+                 training=training_rows),
             indent=1))
-        (out / "benchmark.md").write_text(markdown_table(rows) + "\n")
+        tables = [markdown_table(rows)] if rows else []
+        tables += [training_table(training_rows)] if training_rows else []
+        (out / "benchmark.md").write_text("\n\n".join(tables) + "\n")
         print(f"Wrote {out / 'benchmark.json'} and {out / 'benchmark.md'}")
 
 

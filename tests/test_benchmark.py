@@ -37,3 +37,21 @@ def test_benchmark_writes_ratios_parameter_counts_and_tables(tmp_path):
     assert rows["wide_conv"]["params"] == 9 * c * 6 + 6  # int((K*C + F) / (C + F) * F) = 6
     table = (tmp_path / "benchmark.md").read_text()
     assert table.count("\n") == len(rows) + 2 and "| lrlc |" in table
+
+
+def test_benchmark_training_throughput_against_the_in_memory_step(tmp_path):
+    subprocess.run(
+        [
+            sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--layers=",
+            "--training=mnist_small_lrlc", "--training_steps=4", f"--output_dir={tmp_path}",
+        ],
+        check=True, capture_output=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    assert report["rows"] == []
+    (row,) = report["training"]
+    assert row["preset"] == "mnist_small_lrlc" and row["batch_size"] == 128
+    assert row["trainer_examples_per_second"] > 0 and row["step_examples_per_second"] > 0
+    assert row["ratio"] == row["trainer_examples_per_second"] / row["step_examples_per_second"]
+    table = (tmp_path / "benchmark.md").read_text()
+    assert table.startswith("| preset | batch |") and "| mnist_small_lrlc | 128 |" in table

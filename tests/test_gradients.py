@@ -1,11 +1,15 @@
-"""The optimised LRLC paths equal their reference paths, values and gradients.
+"""The optimised paths equal their reference paths, values and gradients.
 
 `layers.combine_bases` has a hand-written gradient (batched products over the
 flattened positions instead of autodiff of a broadcasting product). Its reference is
-autodiff of the plain weighted sum `einsum('...k,...kf->...f')`. The layer is checked
-against that reference in every combining-weights mode, and its input and basis
-gradients against an independent oracle: tf_keras' LocallyConnected2D loaded with
-the layer's equivalent per-position kernel.
+autodiff of the plain weighted sum `einsum('...k,...kf->...f')`. The LRLC layer is
+checked against that reference in every combining-weights mode, and its input and
+basis gradients against an independent oracle: tf_keras' LocallyConnected2D loaded
+with the layer's equivalent per-position kernel.
+
+`layers.position_major_patches` (our LocallyConnected2D's patches) has a
+hand-written gradient too; its reference is autodiff of strided slices, and the
+layer's gradients are checked against tf_keras' LocallyConnected2D.
 """
 
 import numpy as np
@@ -76,11 +80,12 @@ def test_combine_bases_under_xla_and_with_an_unknown_batch():
         np.testing.assert_allclose(run(weights, bases), want, atol=1e-4, rtol=1e-5)
 
 
-def layer_values_and_gradients(layer, x, upstream):
+def layer_values_and_gradients(layer, x, upstream, call=None):
+    """Outputs and gradients w.r.t. x and the layer's variables of `call` (the layer)."""
     x = tf.constant(x)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        outputs = layer(x)
+        outputs = (call or layer)(x)
     gradients = tape.gradient(
         outputs, [x] + layer.trainable_variables, output_gradients=upstream
     )
@@ -138,3 +143,65 @@ def test_input_and_basis_gradients_equal_tf_keras_locally_connected(mode, stride
     np.testing.assert_allclose(got[1], d_x, atol=ATOL, rtol=1e-5)
     assert layer.trainable_variables[0] is layer.kernel_bases
     np.testing.assert_allclose(got[2], d_bases, atol=1e-4, rtol=1e-5)
+
+
+def slice_and_concatenate(x, kernel_size, strides, output_size):
+    """`position_major_patches` as autodiff sees it: strided slices, concatenated."""
+    (kh, kw), (sh, sw), (oh, ow) = kernel_size, strides, output_size
+    return tf.concat(
+        [x[i : i + (oh - 1) * sh + 1 : sh, j : j + (ow - 1) * sw + 1 : sw]
+         for i in range(kh) for j in range(kw)],
+        axis=-1,
+    )
+
+
+@pytest.mark.parametrize(
+    "size,kernel_size,strides",
+    [((9, 8), (3, 3), (1, 1)), ((10, 9), (3, 2), (2, 3)), ((7, 7), (1, 1), (2, 2)),
+     ((8, 11), (2, 4), (3, 1)), ((3, 3), (3, 3), (2, 2))],
+)
+def test_position_major_patches_equal_autodiff_of_strided_slices(size, kernel_size, strides):
+    rng = np.random.default_rng(2)
+    output_size = tuple((n - k) // s + 1 for n, k, s in zip(size, kernel_size, strides))
+    x = rng.normal(size=(*size, 2, 3)).astype("float32")
+    upstream = tf.constant(
+        rng.normal(size=(*output_size, 2, kernel_size[0] * kernel_size[1] * 3)).astype("float32")
+    )
+    arguments = (kernel_size, strides, output_size)
+    got = values_and_gradients(
+        lambda v: layers.position_major_patches(v, *arguments), [x], upstream
+    )
+    want = values_and_gradients(lambda v: slice_and_concatenate(v, *arguments), [x], upstream)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=ATOL, rtol=1e-5)
+
+
+@pytest.mark.parametrize("strides", [1, 2, (1, 2)])
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_locally_connected_gradients_equal_tf_keras(strides, data_format):
+    x = images((2, 9, 8, 3))
+    ours = layers.LocallyConnected2D(4, (3, 2), strides=strides, data_format=data_format)
+    oracle = tf_keras.layers.LocallyConnected2D(4, (3, 2), strides=strides, implementation=1)
+    channels_first = data_format == "channels_first"
+    ours.build(x.transpose(0, 3, 1, 2).shape if channels_first else x.shape)
+    randomize(ours, seed=9)
+    oracle.build(x.shape)
+    out_h, out_w = ours.kernel.shape[:2]
+    oracle.set_weights(
+        [np.asarray(ours.kernel).reshape(out_h * out_w, -1, 4), np.asarray(ours.bias)]
+    )
+    upstream = tf.constant(images((2, out_h, out_w, 4), seed=10))
+
+    def ours_channels_last(v):
+        if channels_first:
+            return tf.transpose(ours(tf.transpose(v, (0, 3, 1, 2))), (0, 2, 3, 1))
+        return ours(v)
+
+    got = layer_values_and_gradients(ours, x, upstream, call=ours_channels_last)
+    want = layer_values_and_gradients(oracle, x, upstream)
+    np.testing.assert_allclose(got[0], want[0], atol=ATOL, rtol=1e-5)  # outputs
+    np.testing.assert_allclose(got[1], want[1], atol=ATOL, rtol=1e-5)  # inputs
+    np.testing.assert_allclose(  # kernel: ours (H', W', kh, kw, C, F), oracle flattened
+        np.asarray(got[2]).reshape(out_h * out_w, -1, 4), want[2], atol=ATOL, rtol=1e-5
+    )
+    np.testing.assert_allclose(got[3], want[3], atol=ATOL, rtol=1e-5)  # bias
