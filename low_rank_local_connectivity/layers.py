@@ -277,6 +277,30 @@ def position_major_patches(x, kernel_size, strides, output_size):
     return patches(ops.convert_to_tensor(x))
 
 
+def compiling_with_xla():
+    """Whether the computation being traced will be compiled by XLA.
+
+    True under JAX, and under TensorFlow while tracing a `tf.function` with
+    `jit_compile=True` (including Keras' `jit_compile`). Used to pick between
+    equivalent formulations whose speed differs between XLA and TF's kernels.
+    Reads TF's control-flow context through a private module; if that ever
+    moves, this answers False and only speed is affected.
+    """
+    if keras.backend.backend() == "jax":
+        return True
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    if tf.executing_eagerly():
+        return False
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - depends on TF internals
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
 def _to_channels_last(inputs, data_format):
     if data_format == "channels_first":
         return ops.transpose(inputs, (0, 2, 3, 1))
@@ -448,10 +472,17 @@ class InputDependentCombiningWeights(keras.layers.Layer):
         rank = self.spatial_rank
         z = dense(inputs, *self.projection)
         branches = [self._resize(z)]
+        # XLA's grouped convolution is slow on CPU (its filter gradient above
+        # all: 2-3x the whole network's cost in graph mode); under XLA the
+        # depthwise convolutions run as dense ones with a block-diagonal kernel,
+        # which compute the same sums (the off-diagonal terms are exact zeros).
+        block_diagonal = compiling_with_xla()
         for r, (kernel, _) in zip(self.dilations, self.depthwise):
-            branch = ops.depthwise_conv(
-                z, kernel, strides=1, padding="valid", dilation_rate=r
-            )
+            if block_diagonal:
+                dense_kernel = kernel * ops.eye(rank, dtype=kernel.dtype)
+                branch = ops.conv(z, dense_kernel, padding="valid", dilation_rate=r)
+            else:
+                branch = ops.depthwise_conv(z, kernel, padding="valid", dilation_rate=r)
             branches.append(self._resize(branch))
         # The first dense layer sees [z, mean(z), depthwise branches + their
         # biases]. Terms constant over positions are moved past the (linear) dense

@@ -82,7 +82,7 @@ def test_combine_bases_under_xla_and_with_an_unknown_batch():
 
 def layer_values_and_gradients(layer, x, upstream, call=None):
     """Outputs and gradients w.r.t. x and the layer's variables of `call` (the layer)."""
-    x = tf.constant(x)
+    x = tf.convert_to_tensor(x)
     with tf.GradientTape() as tape:
         tape.watch(x)
         outputs = (call or layer)(x)
@@ -205,3 +205,38 @@ def test_locally_connected_gradients_equal_tf_keras(strides, data_format):
         np.asarray(got[2]).reshape(out_h * out_w, -1, 4), want[2], atol=ATOL, rtol=1e-5
     )
     np.testing.assert_allclose(got[3], want[3], atol=ATOL, rtol=1e-5)  # bias
+
+
+def test_compiling_with_xla_is_true_only_while_tracing_for_xla():
+    seen = {}
+
+    def record(name):
+        def run():
+            seen[name] = layers.compiling_with_xla()
+            return tf.constant(0.0)
+
+        return run
+
+    tf.function(record("xla"), jit_compile=True)()
+    tf.function(record("graph"))()
+    record("eager")()
+    assert seen == {"xla": True, "graph": False, "eager": False}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_layer_under_xla_equals_graph_mode(mode):
+    """XLA runs other formulations (block-diagonal dense depthwise convolutions)."""
+    layer = make_lrlc(mode, padding="same")
+    x = images((2, 12, 11, 3))
+    layer.build(x.shape)
+    randomize(layer, seed=11)
+    upstream = tf.constant(images((2, 12, 11, 4), seed=12))
+
+    def step(v):
+        return layer_values_and_gradients(layer, v, upstream)
+
+    graph = tf.function(step)(tf.constant(x))
+    xla = tf.function(step, jit_compile=True)(tf.constant(x))
+    assert len(graph) == len(layer.trainable_variables) + 2
+    for g, w in zip(xla, graph):
+        np.testing.assert_allclose(g, w, atol=1e-4, rtol=1e-4)
