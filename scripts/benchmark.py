@@ -205,6 +205,33 @@ def benchmark_shape(batch_size, shape, rank, layer_names, mode):
     return rows
 
 
+def ratio_table(rows):
+    """One line per (mode, shape, K): the reference's fwd+bwd ms, every layer's ratio."""
+    layers = list(dict.fromkeys(r["layer"] for r in rows if r["layer"] != REFERENCE))
+    lines = [
+        "| mode | shape (B,H,W,C→F) | K | conv_kf fwd+bwd ms | "
+        + " | ".join(layers) + " |",
+        "|" + "---|" * (4 + len(layers)),
+    ]
+    groups = {}
+    for r in rows:
+        key = (r["mode"], r["batch_size"], r["height"], r["width"], r["channels"],
+               r["filters"], r["rank"])
+        groups.setdefault(key, {})[r["layer"]] = r
+    for (mode, b, h, w, c, f, k), by_layer in groups.items():
+        reference = by_layer.get(REFERENCE, {}).get("forward_backward_ms")
+        cells = []
+        for layer in layers:
+            ratio = by_layer.get(layer, {}).get("forward_backward_ratio")
+            cells.append("" if ratio is None else f"{ratio:.2f}")
+        lines.append(
+            f"| {mode} | {b},{h},{w},{c}→{f} | {k} | "
+            f"{'' if reference is None else format(reference, '.1f')} | "
+            + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
 def markdown_table(rows):
     header = ("| mode | shape (B,H,W,C→F) | K | layer | fwd ms | fwd+bwd ms | fwd ratio | "
               "fwd+bwd ratio | peak MiB (fwd+bwd) | params |")
@@ -320,7 +347,7 @@ def main(argv):
             dict(tensorflow=tf.__version__, cpu_count=cpu, reference=REFERENCE, rows=rows,
                  training=training_rows),
             indent=1))
-        tables = [markdown_table(rows)] if rows else []
+        tables = [ratio_table(rows), markdown_table(rows)] if rows else []
         tables += [training_table(training_rows)] if training_rows else []
         (out / "benchmark.md").write_text("\n\n".join(tables) + "\n")
         print(f"Wrote {out / 'benchmark.json'} and {out / 'benchmark.md'}")

@@ -35,8 +35,14 @@ def test_benchmark_writes_ratios_parameter_counts_and_tables(tmp_path):
     assert rows["lrlc"]["params"] == 9 * c * k * f + 2 * out * k + 2 * out + f
     assert rows["lc"]["params"] == rows["tf_keras_lc1"]["params"] == out * out * (9 * c * f + f)
     assert rows["wide_conv"]["params"] == 9 * c * 6 + 6  # int((K*C + F) / (C + F) * F) = 6
-    table = (tmp_path / "benchmark.md").read_text()
+    ratios, table = (tmp_path / "benchmark.md").read_text().split("\n\n")
     assert table.count("\n") == len(rows) + 2 and "| lrlc |" in table
+    # One line per (mode, shape, K), one column per layer but the reference.
+    header, _, line = ([c.strip() for c in text.strip("|").split("|")]
+                       for text in ratios.splitlines())
+    assert header[4:] == [name for name in rows if name != "conv_kf"]
+    assert line[:4] == ["graph", "2,8,8,4→4", "2", f"{rows['conv_kf']['forward_backward_ms']:.1f}"]
+    assert line[4:] == [f"{rows[name]['forward_backward_ratio']:.2f}" for name in header[4:]]
 
 
 def test_benchmark_training_throughput_against_the_in_memory_step(tmp_path):
