@@ -182,6 +182,14 @@ def combine_bases(weights, bases):
     """
     bases = ops.convert_to_tensor(bases)
     weights = ops.cast(ops.convert_to_tensor(weights), bases.dtype)
+    if len(bases.shape) != 5 or len(weights.shape) > 4 or (
+        weights.shape[-1] not in (bases.shape[-2], None)
+    ):
+        raise ValueError(
+            "`combine_bases` expects bases (B, H, W, K, F) and weights broadcastable "
+            f"to (B, H, W, K). Received bases.shape={tuple(bases.shape)}, "
+            f"weights.shape={tuple(weights.shape)}"
+        )
     return _combine_bases(weights, bases)
 
 
@@ -247,6 +255,19 @@ def position_major_patches(x, kernel_size, strides, output_size):
     (kh * kw, H_out, W_out, B, C) once and summing zero-padded windows.
     """
     (kh, kw), (sh, sw), (out_height, out_width) = kernel_size, strides, output_size
+    x = ops.convert_to_tensor(x)
+    if len(x.shape) != 4 or any(
+        size is None or (out - 1) * stride + kernel > size
+        for size, out, stride, kernel in zip(
+            x.shape[:2], output_size, strides, kernel_size
+        )
+    ):
+        raise ValueError(
+            "`position_major_patches` expects x (H, W, B, C) with known H and W that "
+            f"hold output_size={tuple(output_size)} windows of kernel_size="
+            f"{tuple(kernel_size)} at strides={tuple(strides)}. Received "
+            f"x.shape={tuple(x.shape)}"
+        )
 
     @ops.custom_gradient
     def patches(x):
@@ -274,7 +295,7 @@ def position_major_patches(x, kernel_size, strides, output_size):
 
         return ops.concatenate(windows, axis=-1), grad
 
-    return patches(ops.convert_to_tensor(x))
+    return patches(x)
 
 
 def compiling_with_xla():

@@ -240,3 +240,12 @@ def test_layer_under_xla_equals_graph_mode(mode):
     assert len(graph) == len(layer.trainable_variables) + 2
     for g, w in zip(xla, graph):
         np.testing.assert_allclose(g, w, atol=1e-4, rtol=1e-4)
+
+
+def test_bad_shapes_are_rejected_with_the_shapes_named():
+    with pytest.raises(ValueError, match=r"weights.shape=\(5, 6, 2\)"):
+        layers.combine_bases(np.zeros((5, 6, 2), "float32"), np.zeros((1, 5, 6, 3, 4), "float32"))
+    with pytest.raises(ValueError, match=r"bases.shape=\(5, 6, 3, 4\)"):
+        layers.combine_bases(np.zeros((5, 6, 3), "float32"), np.zeros((5, 6, 3, 4), "float32"))
+    with pytest.raises(ValueError, match=r"x.shape=\(4, 4, 1, 2\)"):
+        layers.position_major_patches(np.zeros((4, 4, 1, 2), "float32"), (3, 3), (1, 1), (3, 2))

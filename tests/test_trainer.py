@@ -664,3 +664,15 @@ def test_real_mnist_short_run_reaches_95_percent(shared_tfds_dir, tmp_path):
     assert results["test"]["num_examples"] == 10_000
     assert results["best_valid"]["metrics"]["num_examples"] == 4_800
     assert results["test"]["accuracy"] >= 0.95
+
+
+def test_measure_step_throughput_runs_the_training_step(tmp_path):
+    run = trainer.Trainer(_config(**_tiny_overrides()), str(tmp_path))
+    for kwargs in (dict(num_steps=0), dict(num_steps=2.5), dict(warmup_steps=-1)):
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            run.measure_step_throughput(**kwargs)
+    before = [v.numpy().copy() for v in run.model.trainable_variables]
+    assert run.measure_step_throughput(num_steps=3, warmup_steps=1) > 0
+    assert run.step == 4  # the trainer's own step ran 1 + 3 times
+    after = run.model.trainable_variables
+    assert all(not np.array_equal(b, a.numpy()) for b, a in zip(before, after))
