@@ -231,6 +231,44 @@ def validate_config(config):
 # Strategy, learning-rate schedule and optimiser.
 
 
+def enable_determinism():
+    """Makes this process's TensorFlow training steps bit-reproducible on CPU.
+
+    `tf.config.experimental.enable_op_determinism()` makes every kernel
+    deterministic, but not the schedule: with TensorFlow's default inter-op
+    thread pool, kernels of one training step run concurrently, and in the
+    paper's 64-filter networks (batch norm, global pooling and an LRLC layer) the
+    gradients then differ in their last bits from run to run, and from call to
+    call within one process (measured: 0 of 15 repeated gradient evaluations
+    agree; oneDNN on or off, the hand-written gradients or autodiff alike; one
+    intra-op thread does not help, one inter-op thread does). So this also runs
+    one kernel at a time (`set_inter_op_parallelism_threads(1)`); each kernel
+    still uses every intra-op thread (README, "Reliability").
+
+    The thread pool is fixed when TensorFlow's runtime starts, so this must run
+    before the first TensorFlow op of the process, or the process must have been
+    started with `TF_NUM_INTEROP_THREADS=1`.
+
+    Raises:
+        TrainerError: the runtime already started with more inter-op threads.
+    """
+    tf.config.experimental.enable_op_determinism()
+    if (
+        os.environ.get("TF_NUM_INTEROP_THREADS") == "1"
+        or tf.config.threading.get_inter_op_parallelism_threads() == 1
+    ):
+        return
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        raise TrainerError(
+            "`config.train.deterministic=True` needs TensorFlow's inter-op thread "
+            "pool to have 1 thread, but TensorFlow's runtime already started in this "
+            "process with another setting. Create the Trainer before running any "
+            "TensorFlow op, or start the process with TF_NUM_INTEROP_THREADS=1."
+        ) from None
+
+
 def create_strategy(name="default", tpu_address=""):
     """Creates a `tf.distribute.Strategy`.
 
@@ -945,7 +983,7 @@ class Trainer:
         self.model_dir = os.fspath(model_dir)
         train = self.config.train
         if train.deterministic:
-            tf.config.experimental.enable_op_determinism()
+            enable_determinism()
         self.strategy = strategy or create_strategy(
             train.distribution_strategy, train.tpu_address
         )

@@ -1,15 +1,18 @@
 """Fault-injection and bad-input campaign of the trainer, export and CLI.
 
-Runs a tiny LRLC model on the embedded 'mnist_small' dataset, once without
+Trains LRLC models on the embedded 'mnist_small' dataset, once without
 faults (the reference) and many times with faults, and checks that nothing
-recorded is lost:
+recorded is lost. Two models: the preset's DEFAULT network (64 filters, batch
+norm, global pooling: what users run) for the preemption section, and a tiny one
+(8 filters, no global pooling) that keeps the other sections fast:
 
-- preemption: >= `--kills` SIGKILLs at random moments aimed at a training
+- preemption: >= `--default_model_kills` SIGKILLs on the default model and
+  >= `--kills` on the tiny one, at random moments aimed at a training
   step, a checkpoint write, an evaluation or an export (the phase each kill
   actually landed in is recorded); every run restarts on its `model_dir`
-  until it finishes, then must equal the reference (final step, every
-  metrics.jsonl line, best checkpoint, final weights and optimiser slots,
-  export) with no half-written checkpoint left;
+  until it finishes, then must equal the reference of its model (final step,
+  every metrics.jsonl line, best checkpoint, final weights and optimiser
+  slots, export) with no half-written checkpoint left;
 - corrupted newest checkpoint (truncated / flipped bytes / truncated index /
   missing data), all checkpoints corrupted;
 - a second trainer on a live `model_dir`, a stale lock after a SIGKILL;
@@ -21,8 +24,8 @@ recorded is lost:
   dtype / rank / size at the SavedModel serving signature.
 
 Prints a summary table (fault, injected, survived, data lost) and writes
-`fault_campaign.json` and `fault_campaign.md` to `--output_dir`. About 5.5
-minutes on 2 CPU cores (9.5 minutes while other jobs kept the load at 5); it
+`fault_campaign.json` and `fault_campaign.md` to `--output_dir`. About 15
+minutes on 2 CPU cores (see the README's Reliability section); it
 mounts a small tmpfs for the disk-full case when run as root, and otherwise
 simulates ENOSPC in the checkpoint writer:
 
@@ -62,7 +65,11 @@ _OUTPUT_DIR = flags.DEFINE_string(
     "Where the runs, fault_campaign.json and fault_campaign.md are written "
     "(emptied first).",
 )
-_KILLS = flags.DEFINE_integer("kills", 24, "Minimum number of SIGKILLs fired.")
+_KILLS = flags.DEFINE_integer(
+    "kills", 12, "Minimum number of SIGKILLs fired at runs of the tiny model.")
+_DEFAULT_MODEL_KILLS = flags.DEFINE_integer(
+    "default_model_kills", 20,
+    "Minimum number of SIGKILLs fired at runs of the preset's default model.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the kill moments.")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Child processes run at once.")
 _TFDS_DIR = flags.DEFINE_string(
@@ -75,9 +82,14 @@ _CHILD = flags.DEFINE_string("child", None, "Internal: JSON spec of a child run.
 PRESET = "mnist_small_lrlc"
 TRAIN_STEPS = 40
 EVAL_EVERY = 10
+# Model overrides per campaign model: the preset's default network, and a tiny
+# one for the scenarios that need many quick runs.
+MODELS = {
+    "default": {},
+    "tiny": {"model.num_filters": [8, 8, 8], "model.global_avg_pooling": False},
+}
 OVERRIDES = {
-    "model.num_filters": [8, 8, 8],
-    "model.global_avg_pooling": False,
+    **MODELS["tiny"],
     "train.batch_size": 32,
     "train.eval_batch_size": 500,
     "train.train_steps": TRAIN_STEPS,
@@ -143,9 +155,11 @@ def _child(spec, log_path):
     return _run([sys.executable, __file__, f"--child={json.dumps(spec)}"], log_path)
 
 
-def _spec(model_dir, **extra):
-    return dict(preset=PRESET, overrides=dict(OVERRIDES), model_dir=str(model_dir),
-                record=str(model_dir) + ".events.jsonl", **extra)
+def _spec(model_dir, model="tiny", **extra):
+    overrides = {k: v for k, v in OVERRIDES.items() if not k.startswith("model.")}
+    return dict(preset=PRESET, overrides=dict(overrides, **MODELS[model]),
+                model_dir=str(model_dir), record=str(model_dir) + ".events.jsonl",
+                **extra)
 
 
 def _cli_flags(overrides):
@@ -282,7 +296,8 @@ class Campaign:
     def __init__(self, output_dir, seed):
         self.root = pathlib.Path(output_dir)
         self.seed = seed
-        self.ref = self.root / "reference"
+        self.refs = {model: self.root / f"reference_{model}" for model in MODELS}
+        self.ref = self.refs["tiny"]
         self.kills = []
         self.runs = []
         self._lock = threading.Lock()
@@ -290,13 +305,14 @@ class Campaign:
     def log(self, name):
         return str(self.root / f"{name}.log")
 
-    def reference(self):
-        code, stderr = _child(_spec(self.ref, export=True), self.log("reference"))
+    def reference(self, model):
+        ref = self.refs[model]
+        code, stderr = _child(_spec(ref, model, export=True), self.log(ref.name))
         if code != 0:
-            raise RuntimeError(f"the reference run failed:\n{stderr[-3000:]}")
+            raise RuntimeError(f"the {model} reference run failed:\n{stderr[-3000:]}")
 
-    def preemption_worker(self, worker, kills):
-        """Runs model_dirs with kills until `kills` have fired.
+    def preemption_worker(self, worker, kills, model):
+        """Runs model_dirs of `model` with kills until `kills` have fired.
 
         The target phase rotates over `fi.PHASES` (starting at `worker`) and
         moves on only when a kill fired, so that every phase gets its share.
@@ -306,8 +322,8 @@ class Campaign:
         fired = 0
         run_index = 0
         while fired < kills and run_index < 20:
-            model_dir = self.root / f"preempt_w{worker}_r{run_index}"
-            spec = _spec(model_dir, export=True)
+            model_dir = self.root / f"preempt_{model}_w{worker}_r{run_index}"
+            spec = _spec(model_dir, model, export=True)
             run_kills = []
             attempts = 0
             while True:
@@ -327,7 +343,7 @@ class Campaign:
                     best_report = fi.checkpoint_report(str(model_dir / "best"))
                     export_dir = model_dir / "export"
                     run_kills.append(dict(
-                        run=model_dir.name, target=kill["target"],
+                        run=model_dir.name, model=model, target=kill["target"],
                         landed=kill["landed"], step=kill["step"],
                         newest_valid_step=newest,
                         partial_files=report["partial"] + best_report["partial"],
@@ -339,7 +355,7 @@ class Campaign:
                     continue
                 break
             problems = [] if code == 0 else [f"exit {code}: {stderr[-500:]}"]
-            problems += _compare(model_dir, self.ref)
+            problems += _compare(model_dir, self.refs[model])
             for kill in run_kills:
                 kill["run_ok"] = not problems
                 kill["resumed_from_newest"] = kill["restored_step"] == kill["newest_valid_step"]
@@ -688,16 +704,18 @@ class Campaign:
         return rows
 
 
-def _kill_rows(kills):
+def _kill_rows(kills, model):
     rows = []
+    label = {"default": "default 64-filter model", "tiny": "tiny model"}[model]
     for phase in (*fi.PHASES, "other"):
-        landed = [k for k in kills if k["landed"] == phase]
+        landed = [k for k in kills if k["landed"] == phase and k["model"] == model]
         if not landed:
             continue
         survived = [k for k in landed if k["run_ok"] and k["resumed_from_newest"]
                     and not k["unreadable"]]
         rows.append(dict(
-            fault=f"SIGKILL mid-{phase}" if phase != "other" else "SIGKILL between phases",
+            fault=(f"SIGKILL mid-{phase}" if phase != "other"
+                   else "SIGKILL between phases") + f" ({label})",
             injected=len(landed), survived=len(survived),
             data_lost=sum(1 for k in landed if not k["run_ok"] or k["unreadable"]),
             details=dict(
@@ -733,14 +751,18 @@ def main(argv):
         shutil.rmtree(root)
     root.mkdir(parents=True)
     campaign = Campaign(root, _SEED.value)
-    print(f"Reference run in {campaign.ref} ...", flush=True)
-    campaign.reference()
+    print(f"Reference runs in {campaign.root}/reference_* ...", flush=True)
+    for model in MODELS:
+        campaign.reference(model)
     workers = max(1, _WORKERS.value)
-    share = [(_KILLS.value + i) // workers for i in range(workers)]
     rows = {}
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(campaign.preemption_worker, w, share[w])
-                   for w in range(workers)]
+        futures = [
+            pool.submit(campaign.preemption_worker, w, (kills + w) // workers, model)
+            for model, kills in (("default", _DEFAULT_MODEL_KILLS.value),
+                                 ("tiny", _KILLS.value))
+            for w in range(workers)
+        ]
         corrupted = pool.submit(campaign.corrupted_checkpoints)
         concurrent_ = pool.submit(campaign.concurrent_trainers)
         nan = pool.submit(campaign.nan_loss)
@@ -756,7 +778,8 @@ def main(argv):
         rows["cli"] = cli.result()
         rows["data"] = data.result()
     rows["serving"] = campaign.bad_serving_inputs()
-    table = (_kill_rows(campaign.kills) + rows["corrupted"] + rows["concurrent"]
+    table = (_kill_rows(campaign.kills, "default") + _kill_rows(campaign.kills, "tiny")
+             + rows["corrupted"] + rows["concurrent"]
              + rows["writes"] + rows["nan"] + rows["cli"] + rows["data"]
              + rows["serving"])
     trainer_faults = [r for r in table if not r["fault"].split(":")[0] in
@@ -764,6 +787,8 @@ def main(argv):
     bad_inputs = [r for r in table if r not in trainer_faults]
     summary = dict(
         kills_fired=len(campaign.kills),
+        kills_fired_at_default_model=sum(
+            1 for k in campaign.kills if k["model"] == "default"),
         preemption_runs=len(campaign.runs),
         runs_matching_reference=sum(1 for r in campaign.runs if not r["problems"]),
         trainer_faults_injected=sum(r["injected"] for r in trainer_faults),
@@ -773,6 +798,7 @@ def main(argv):
         data_lost=sum(r["data_lost"] for r in table),
         wall_seconds=round(time.time() - start, 1),
         command=f"python scripts/fault_campaign.py --kills={_KILLS.value} "
+                f"--default_model_kills={_DEFAULT_MODEL_KILLS.value} "
                 f"--seed={_SEED.value}",
     )
     report = dict(summary=summary, rows=table, kills=campaign.kills, runs=campaign.runs)

@@ -487,6 +487,46 @@ def _spec(tmp_path, name, overrides, **extra):
     )
 
 
+def kill_and_resume(tmp_path, overrides, hang_after_step):
+    """Trains `overrides` straight and, beside it, SIGKILLed after a step, resumed.
+
+    Returns the two specs (both finished) and the newest checkpoint at the kill.
+    """
+    straight = _spec(tmp_path, "straight", overrides)
+    killed = _spec(tmp_path, "killed", overrides, hang_after_step=hang_after_step,
+                   hang_marker=str(tmp_path / "hanging"))
+    straight_process = _start_child(tmp_path, straight)
+    killed_process = _start_child(tmp_path, killed)
+    deadline = time.time() + 240
+    while not os.path.exists(killed["hang_marker"]):
+        assert killed_process.poll() is None, open(killed["out"] + ".log").read()[-3000:]
+        assert time.time() < deadline, f"the child never reached step {hang_after_step}"
+        time.sleep(0.2)
+    os.kill(killed_process.pid, signal.SIGKILL)
+    killed_process.wait()
+    latest = tf.train.latest_checkpoint(os.path.join(killed["model_dir"], "checkpoints"))
+    del killed["hang_after_step"]
+    _wait(_start_child(tmp_path, killed), killed)
+    _wait(straight_process, straight)
+    return straight, killed, latest
+
+
+def assert_same_run(a, b, metrics_lines):
+    """Two finished child runs agree bit for bit: weights, slots, every metric."""
+    weights_a, slots_a, info_a = _load(a["out"])
+    weights_b, slots_b, info_b = _load(b["out"])
+    assert info_a["results"]["train_steps"] == info_b["results"]["train_steps"]
+    assert len(weights_a) == len(weights_b) > 0 and len(slots_a) == len(slots_b) > 2
+    for x, y in zip(weights_a + slots_a, weights_b + slots_b):
+        np.testing.assert_array_equal(x, y)
+    assert info_a["results"]["test"] == info_b["results"]["test"]
+    metrics = [
+        open(os.path.join(spec["model_dir"], "metrics.jsonl")).read()
+        for spec in (a, b)
+    ]
+    assert metrics[0] == metrics[1] and metrics[0].count("\n") == metrics_lines
+
+
 def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path):
     overrides = _tiny_overrides(**{
         "train.train_steps": 30,
@@ -495,37 +535,11 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path):
         "train.log_every_steps": 10,
         "train.deterministic": True,
     })
-    straight = _spec(tmp_path, "straight", overrides)
-    killed = _spec(tmp_path, "killed", overrides, hang_after_step=17,
-                   hang_marker=str(tmp_path / "hanging"))
-    straight_process = _start_child(tmp_path, straight)
-    killed_process = _start_child(tmp_path, killed)
-    deadline = time.time() + 240
-    while not os.path.exists(killed["hang_marker"]):
-        assert killed_process.poll() is None, open(killed["out"] + ".log").read()[-3000:]
-        assert time.time() < deadline, "the child never reached step 17"
-        time.sleep(0.2)
-    os.kill(killed_process.pid, signal.SIGKILL)
-    killed_process.wait()
-    latest = tf.train.latest_checkpoint(os.path.join(killed["model_dir"], "checkpoints"))
+    straight, killed, latest = kill_and_resume(tmp_path, overrides, 17)
     assert latest.endswith("ckpt-15")  # steps 16 and 17 were lost
-    del killed["hang_after_step"]
-    _wait(_start_child(tmp_path, killed), killed)
-    _wait(straight_process, straight)
-
-    weights_a, slots_a, info_a = _load(straight["out"])
-    weights_b, slots_b, info_b = _load(killed["out"])
-    assert info_b["results"]["train_steps"] == info_a["results"]["train_steps"] == 30
-    assert info_b["results"]["session_steps"] == 15
-    assert len(weights_a) == len(weights_b) and len(slots_a) == len(slots_b) > 2
-    for a, b in zip(weights_a + slots_a, weights_b + slots_b):
-        np.testing.assert_array_equal(a, b)
-    assert info_a["results"]["test"] == info_b["results"]["test"]
-    metrics = [
-        open(os.path.join(spec["model_dir"], "metrics.jsonl")).read()
-        for spec in (straight, killed)
-    ]
-    assert metrics[0] == metrics[1]
+    assert _load(killed["out"])[2]["results"]["train_steps"] == 30
+    assert _load(killed["out"])[2]["results"]["session_steps"] == 15
+    assert_same_run(straight, killed, metrics_lines=3)
 
 
 def test_mirrored_two_logical_cpus_matches_one_device(tmp_path):
