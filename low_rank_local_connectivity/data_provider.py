@@ -1032,3 +1032,61 @@ def make_dataset(
             functools.partial(_pad_batch, batch_size=per_replica_batch_size)
         )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetOptions:
+    """The `dataset` section of an experiment config as one typed object.
+
+    Every caller that reads a run's data (the trainer, the visualisation) goes
+    through it, so the loading and preprocessing options are spelled out once.
+    Its methods are `get_metadata`, `make_dataset` and `find_unreadable_files`
+    with these options filled in.
+    """
+
+    name: str
+    data_dir: Optional[str] = None
+    download: bool = False
+    manual_dir: Optional[str] = None
+    translate_to: Optional[int] = None
+    image_size: Optional[int] = None
+    value_range: Optional[tuple] = None
+    shuffle_buffer_size: int = 10_000
+
+    @classmethod
+    def from_config(cls, dataset):
+        """From a config's `dataset` section (absent fields keep the defaults)."""
+        fields = {
+            field.name: dataset.get(field.name, field.default)
+            for field in dataclasses.fields(cls)
+        }
+        if fields["value_range"] is not None:
+            fields["value_range"] = tuple(fields["value_range"])
+        return cls(**fields)
+
+    def _preprocessing(self):
+        return dict(translate_to=self.translate_to, image_size=self.image_size,
+                    value_range=self.value_range)
+
+    def get_metadata(self):
+        """`get_metadata` of this dataset."""
+        return get_metadata(
+            self.name, data_dir=self.data_dir, download=self.download,
+            manual_dir=self.manual_dir, **self._preprocessing(),
+        )
+
+    def make_dataset(self, split, **kwargs):
+        """`make_dataset` of this dataset; `kwargs`: batch_size, is_training,
+        seed, input_context."""
+        return make_dataset(
+            self.name, split, data_dir=self.data_dir, download=self.download,
+            manual_dir=self.manual_dir, shuffle_buffer_size=self.shuffle_buffer_size,
+            **self._preprocessing(), **kwargs,
+        )
+
+    def find_unreadable_files(self, split, read_records=True):
+        """`find_unreadable_files` of a split of this dataset."""
+        return find_unreadable_files(
+            self.name, split, data_dir=self.data_dir, read_records=read_records,
+            **self._preprocessing(),
+        )

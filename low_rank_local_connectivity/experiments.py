@@ -399,20 +399,17 @@ def run_cell(cell, config, model_dir, num_threads=None):
     """
     import tensorflow as tf
 
-    from low_rank_local_connectivity import trainer as trainer_lib
+    from low_rank_local_connectivity import training
+    from low_rank_local_connectivity.training import run_dir
 
     if num_threads:
         tf.config.threading.set_intra_op_parallelism_threads(num_threads)
         tf.config.threading.set_inter_op_parallelism_threads(num_threads)
-    run = trainer_lib.Trainer(config, model_dir)
-    results_path = os.path.join(model_dir, trainer_lib.RESULTS_FILE)
+    run = training.Trainer(config, model_dir)
     results = None
-    if run.step >= config.train.train_steps and os.path.exists(results_path):
-        with open(results_path) as f:
-            results = json.load(f)
-        if results["train_steps"] != run.step:
-            results = None
-    if results is None:
+    if run.step >= config.train.train_steps:
+        results = run_dir.read_results(model_dir)
+    if results is None or results["train_steps"] != run.step:
         results = run.train_and_evaluate()
     best = results["best_valid"]
     if best["step"] == results["train_steps"]:
@@ -938,11 +935,9 @@ def _json_safe(summaries):
 
 
 def _atomic_write(path, text):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+    from low_rank_local_connectivity.training import run_dir
+
+    return run_dir.atomic_write_text(path, text)
 
 
 def _atomic_write_json(path, value):

@@ -31,14 +31,13 @@ import time
 import tensorflow as tf
 
 from low_rank_local_connectivity import data_provider
-from low_rank_local_connectivity import models
-from low_rank_local_connectivity import trainer
+from low_rank_local_connectivity.training import lock
+from low_rank_local_connectivity.training import run_dir
 
 SAVED_MODEL_DIR = "saved_model"
 KERAS_FILE = "model.keras"
 SERVING_METADATA_FILE = "serving_metadata.json"
 SERVING_SIGNATURE = "serving_default"
-CHECKPOINTS = ("best", "latest")
 
 
 class _ServingModule(tf.Module):
@@ -105,7 +104,7 @@ def _remove_stale_staging(export_dir):
             if parts[-1] == "old":
                 host, pid = "-".join(parts[:-3]), int(parts[-3])
             if (host == socket.gethostname() and pid != os.getpid()
-                    and trainer.process_alive(pid)):
+                    and lock.process_alive(pid)):
                 continue  # A concurrent export on this host.
         tf.io.gfile.rmtree(os.path.join(export_dir, name))
 
@@ -150,57 +149,6 @@ def load_serving_function(export_dir):
     return serve_checked
 
 
-def checkpoint_path(model_dir, checkpoint="best"):
-    """Resolves the checkpoint of a run to export.
-
-    Args:
-        model_dir: str, a run directory written by the trainer.
-        checkpoint: 'best' (best validation accuracy), 'latest', or an explicit
-            checkpoint prefix path.
-
-    Returns:
-        str, the checkpoint prefix.
-
-    Raises:
-        ValueError: if there is no such checkpoint.
-    """
-    if checkpoint in CHECKPOINTS:
-        subdir = trainer.BEST_DIR if checkpoint == "best" else trainer.CHECKPOINT_DIR
-        path = tf.train.latest_checkpoint(os.path.join(model_dir, subdir))
-    else:
-        path = checkpoint if tf.io.gfile.exists(f"{checkpoint}.index") else None
-    if path is None:
-        raise ValueError(
-            f"Invalid value for argument `checkpoint`. Expected one of "
-            f"{CHECKPOINTS} (existing in {model_dir!r}) or a checkpoint prefix. "
-            f"Received: {checkpoint!r}"
-        )
-    return path
-
-
-def load_model(model_dir, checkpoint="best"):
-    """Rebuilds the model of a run and restores a checkpoint into it.
-
-    The model is built with the float32 dtype policy whatever the training
-    precision (variables are float32 in both cases).
-
-    Args:
-        model_dir: str, a run directory written by the trainer.
-        checkpoint: see `checkpoint_path`.
-
-    Returns:
-        A tuple (keras.Model, resolved config, checkpoint path, step).
-    """
-    config = trainer.load_config(model_dir)
-    path = checkpoint_path(model_dir, checkpoint)
-    model = models.build_model(config.model)
-    step = tf.Variable(0, dtype=tf.int64)
-    tf.train.Checkpoint(model=model, global_step=step).read(
-        path
-    ).expect_partial().assert_existing_objects_matched()
-    return model, config, path, int(step.numpy())
-
-
 def export_model(model_dir, export_dir, *, checkpoint="best"):
     """Exports a run as a SavedModel with a serving signature and `.keras`.
 
@@ -226,8 +174,8 @@ def export_model(model_dir, export_dir, *, checkpoint="best"):
         OSError, tf.errors.OpError: if writing fails (the previous export
             in `export_dir` is left as it was).
     """
-    model, config, path, step = load_model(model_dir, checkpoint)
-    metadata = trainer.load_metadata(model_dir)
+    model, config, path, step = run_dir.load_model(model_dir, checkpoint)
+    metadata = run_dir.load_metadata(model_dir)
     image_shape = tuple(config.model.input_shape)
     module = _ServingModule(model, config.dataset, image_shape)
     tf.io.gfile.makedirs(export_dir)

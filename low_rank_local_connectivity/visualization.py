@@ -8,7 +8,7 @@ every LRLC layer of a model trained by `trainer` and writes one PNG per layer.
 
 Example:
 
->>> model, config = load_trained_model("runs/mnist_lrlc")      # doctest: +SKIP
+>>> model, config, _, _ = run_dir.load_model("runs/mnist_lrlc")  # doctest: +SKIP
 >>> images = example_images(config, num_images=4)             # doctest: +SKIP
 >>> for layer in lrlc_layers(model):                           # doctest: +SKIP
 ...     weights = combining_weights(model, layer, images)
@@ -20,7 +20,9 @@ import os
 import keras
 import numpy as np
 
+from low_rank_local_connectivity import data_provider
 from low_rank_local_connectivity import layers as lrlc_layers_lib
+from low_rank_local_connectivity.training import run_dir
 
 
 def lrlc_layers(model):
@@ -147,34 +149,6 @@ def plot_combining_weights(weights, path, *, images=None, title=None):
     return path
 
 
-def load_trained_model(model_dir, which="best", data_dir=None):
-    """Rebuilds a model trained by `trainer` and restores a checkpoint.
-
-    Args:
-        model_dir: str, a trainer model_dir (with config.json).
-        which: 'best' (best validation) or 'latest'.
-        data_dir: optional str, replaces the config's TFDS data_dir.
-
-    Returns:
-        (model, config): the restored `keras.Model` and the run's config.
-
-    Raises:
-        ValueError: if `model_dir` has no config or no such checkpoint.
-    """
-    from low_rank_local_connectivity import trainer
-
-    config = trainer.load_config(model_dir)
-    if data_dir is not None:
-        config.dataset.data_dir = data_dir
-    run = trainer.Trainer(config, model_dir)
-    if run.restore(which) is None:
-        raise ValueError(
-            f"Invalid value for argument `model_dir`: no {which!r} checkpoint "
-            f"in {model_dir!r}."
-        )
-    return run.model, run.config
-
-
 def example_images(config, num_images=4, split="test"):
     """The first `num_images` preprocessed images of a split of a run's data.
 
@@ -186,21 +160,13 @@ def example_images(config, num_images=4, split="test"):
     Returns:
         float32 array (num_images, H, W, C).
     """
-    from low_rank_local_connectivity import data_provider
-
     if not isinstance(num_images, int) or num_images < 1:
         raise ValueError(
             "Invalid value for argument `num_images`. Expected a positive "
             f"integer. Received: {num_images!r}"
         )
-    dataset = config.dataset
-    value_range = dataset.get("value_range")
-    batches = data_provider.make_dataset(
-        dataset.name, split, batch_size=num_images, is_training=False,
-        data_dir=dataset.get("data_dir"), translate_to=dataset.get("translate_to"),
-        image_size=dataset.get("image_size"),
-        value_range=None if value_range is None else tuple(value_range),
-        seed=config.get("seed"),
+    batches = data_provider.DatasetOptions.from_config(config.dataset).make_dataset(
+        split, batch_size=num_images, is_training=False, seed=config.get("seed"),
     )
     images, _, _ = next(iter(batches))
     return images.numpy()
@@ -220,7 +186,9 @@ def visualize_model_dir(model_dir, output_dir, *, num_images=4, which="best",
     Returns:
         List of the PNG paths written (empty when the model has no LRLC layer).
     """
-    model, config = load_trained_model(model_dir, which, data_dir)
+    model, config, _, _ = run_dir.load_model(model_dir, which)
+    if data_dir is not None:
+        config.dataset.data_dir = data_dir
     layers = lrlc_layers(model)
     if not layers:
         return []

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from low_rank_local_connectivity import export
-from low_rank_local_connectivity import trainer
+from low_rank_local_connectivity.training import run_dir
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -108,8 +108,8 @@ def test_saved_model_serves_in_a_process_without_the_package(exported):
 
     # Oracle: the best checkpoint restored into a freshly built model, applied
     # to images scaled to the dataset's value range by hand.
-    model, config, _, _ = export.load_model(str(model_dir), "best")
-    low, high = trainer.load_metadata(str(model_dir))["value_range"]
+    model, config, _, _ = run_dir.load_model(str(model_dir), "best")
+    low, high = run_dir.load_metadata(str(model_dir))["value_range"]
     inputs = low + images.astype(np.float32) / 255.0 * (high - low)
     expected = tf.nn.softmax(model(inputs, training=False)).numpy()
     np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5)

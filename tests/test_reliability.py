@@ -1,7 +1,7 @@
 """Reliability: crashes, corrupted checkpoints, locks, write failures, bad input.
 
 The full campaign (>= 20 SIGKILLs and every scenario, with a summary table)
-is `scripts/fault_campaign.py`; these tests check each mechanism once, fast.
+is `python -m tools.fault_campaign`; these tests check each mechanism once, fast.
 """
 
 import json
@@ -19,12 +19,12 @@ import tensorflow as tf
 
 from low_rank_local_connectivity import data_provider
 from low_rank_local_connectivity import export
-from low_rank_local_connectivity import fault_injection as fi
-from low_rank_local_connectivity import trainer
+from low_rank_local_connectivity import training
 from low_rank_local_connectivity.configs import experiment
+from low_rank_local_connectivity.training import run_dir
+from tools import fault_injection as fi
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-CAMPAIGN = REPO_ROOT / "scripts" / "fault_campaign.py"
 
 _OVERRIDES = {
     "model.num_filters": (8, 8, 8),
@@ -65,7 +65,7 @@ def _snapshot(directory):
 def finished_run(tmp_path_factory):
     """A finished 6-step run (evaluations at 3, 6; checkpoints 3, 4, 6 kept)."""
     model_dir = tmp_path_factory.mktemp("finished") / "run"
-    results = trainer.Trainer(_config(), str(model_dir)).train_and_evaluate()
+    results = training.Trainer(_config(), str(model_dir)).train_and_evaluate()
     return model_dir, results
 
 
@@ -87,21 +87,21 @@ def _dead_pid():
 
 def _write_lock(model_dir, **owner):
     os.makedirs(model_dir, exist_ok=True)
-    with open(os.path.join(model_dir, trainer.LOCK_FILE), "w") as f:
+    with open(os.path.join(model_dir, run_dir.LOCK_FILE), "w") as f:
         json.dump(dict(dict(pid=1, hostname="h", started=0.0, heartbeat=time.time(),
                             token="t"), **owner), f)
 
 
 def test_lock_refuses_a_live_owner_and_releases(tmp_path):
-    with trainer.ModelDirLock(str(tmp_path)) as lock:
-        owner = json.loads((tmp_path / trainer.LOCK_FILE).read_text())
+    with training.ModelDirLock(str(tmp_path)) as lock:
+        owner = json.loads((tmp_path / run_dir.LOCK_FILE).read_text())
         assert owner["pid"] == os.getpid()
         assert owner["hostname"] == socket.gethostname()
-        with pytest.raises(trainer.ModelDirLockedError,
+        with pytest.raises(training.ModelDirLockedError,
                            match=rf"in use by another trainer \(pid {os.getpid()}"):
-            trainer.ModelDirLock(str(tmp_path)).acquire()
-        assert lock.path == str(tmp_path / trainer.LOCK_FILE)
-    assert not (tmp_path / trainer.LOCK_FILE).exists()
+            training.ModelDirLock(str(tmp_path)).acquire()
+        assert lock.path == str(tmp_path / run_dir.LOCK_FILE)
+    assert not (tmp_path / run_dir.LOCK_FILE).exists()
 
 
 @pytest.mark.parametrize("owner, taken", [
@@ -113,21 +113,21 @@ def test_lock_takes_over_only_stale_locks(tmp_path, owner, taken):
     if owner.get("pid") == "dead":
         owner["pid"] = _dead_pid()
     _write_lock(str(tmp_path), **owner)
-    lock = trainer.ModelDirLock(str(tmp_path))
+    lock = training.ModelDirLock(str(tmp_path))
     if taken:
         with lock:
-            held = json.loads((tmp_path / trainer.LOCK_FILE).read_text())
+            held = json.loads((tmp_path / run_dir.LOCK_FILE).read_text())
             assert held["pid"] == os.getpid()
     else:
-        with pytest.raises(trainer.ModelDirLockedError, match="other-host"):
+        with pytest.raises(training.ModelDirLockedError, match="other-host"):
             lock.acquire()
-        assert json.loads((tmp_path / trainer.LOCK_FILE).read_text())["hostname"] == "other-host"
-    assert sorted(os.listdir(tmp_path)) == ([] if taken else [trainer.LOCK_FILE])
+        assert json.loads((tmp_path / run_dir.LOCK_FILE).read_text())["hostname"] == "other-host"
+    assert sorted(os.listdir(tmp_path)) == ([] if taken else [run_dir.LOCK_FILE])
 
 
 def test_lock_rejects_inconsistent_intervals(tmp_path):
     with pytest.raises(ValueError, match="heartbeat_seconds.*stale_seconds"):
-        trainer.ModelDirLock(str(tmp_path), heartbeat_seconds=10, stale_seconds=5)
+        training.ModelDirLock(str(tmp_path), heartbeat_seconds=10, stale_seconds=5)
 
 
 def test_second_trainer_is_refused_on_the_command_line(finished_run, tmp_path):
@@ -137,7 +137,7 @@ def test_second_trainer_is_refused_on_the_command_line(finished_run, tmp_path):
         f"--config.{k}=({','.join(map(str, v))},)" if isinstance(v, tuple)
         else f"--config.{k}={v}" for k, v in _OVERRIDES.items()
     ]
-    with trainer.ModelDirLock(str(model_dir)):
+    with training.ModelDirLock(str(model_dir)):
         result = subprocess.run(
             [sys.executable, str(REPO_ROOT / "scripts" / "train.py"), *flags_,
              f"--model_dir={model_dir}"],
@@ -163,13 +163,13 @@ def test_corrupted_newest_checkpoint_falls_back_and_finishes(
     original = _tensors(str(ckpt / "ckpt-6"))
     fi.corrupt_checkpoint(str(ckpt / "ckpt-6"), mode)
     with caplog.at_level("WARNING"):
-        run = trainer.Trainer(_config(), str(model_dir))
+        run = training.Trainer(_config(), str(model_dir))
     assert run.step == 4  # The previous one, not 0.
     assert "ckpt-6 is unreadable" in caplog.text
     assert "Resuming from" in caplog.text and "ckpt-4 (step 4)" in caplog.text
     results = run.train_and_evaluate()
     assert results["train_steps"] == 6 and results["session_steps"] == 2
-    assert sorted(os.listdir(ckpt / trainer.CORRUPTED_DIR)) == sorted(
+    assert sorted(os.listdir(ckpt / run_dir.CORRUPTED_DIR)) == sorted(
         n for n in os.listdir(finished_run[0] / "checkpoints") if n.startswith("ckpt-6")
     ) or mode == "delete_data"
     assert tf.train.latest_checkpoint(str(ckpt)).endswith("ckpt-6")
@@ -187,10 +187,10 @@ def test_all_checkpoints_corrupted_is_an_error_not_a_restart(finished_run, tmp_p
         fi.corrupt_checkpoint(str(model_dir / "checkpoints" / f"ckpt-{step}"),
                               "truncate_data")
     before = _snapshot(model_dir)
-    with pytest.raises(trainer.CheckpointCorruptedError,
+    with pytest.raises(training.CheckpointCorruptedError,
                        match=r"No checkpoint in .*checkpoints is readable.*ckpt-6.*"
                              r"does not restart from step 0"):
-        trainer.Trainer(_config(), str(model_dir))
+        training.Trainer(_config(), str(model_dir))
     assert _snapshot(model_dir) == before
 
 
@@ -202,7 +202,7 @@ def test_partial_files_of_an_interrupted_write_are_removed(finished_run, tmp_pat
     (ckpt / "ckpt-9.data-00000-of-00001").write_bytes(b"y")
     assert fi.partial_checkpoint_files(str(ckpt)) == [
         "ckpt-8_temp", "ckpt-9.data-00000-of-00001"]
-    run = trainer.Trainer(_config(), str(model_dir))
+    run = training.Trainer(_config(), str(model_dir))
     assert run.step == 6
     run.train_and_evaluate()
     assert fi.partial_checkpoint_files(str(ckpt)) == []
@@ -228,26 +228,27 @@ def _make_unwritable(directory):
 @pytest.mark.parametrize("failure", ["unwritable", "disk_full"])
 def test_write_failure_is_clear_and_keeps_previous_checkpoints(tmp_path, failure):
     model_dir = tmp_path / "run"
-    trainer.Trainer(_config(**{"train.train_steps": 4}), str(model_dir)).train_and_evaluate()
+    training.Trainer(_config(**{"train.train_steps": 4}), str(model_dir)).train_and_evaluate()
     ckpt = model_dir / "checkpoints"
     before = _snapshot(ckpt)
     config = _config()  # Continue to 6 steps: the next checkpoint is ckpt-6.
-    run = trainer.Trainer(config, str(model_dir))
     if failure == "unwritable":
+        run = training.Trainer(config, str(model_dir))
         restore = _make_unwritable(ckpt)
         message = r"checkpoint of step 6 .*checkpoints/ckpt-4"
     else:
-        fi._fail_checkpoint_writes(run, from_step=6)
+        run = training.Trainer(config, str(model_dir),
+                               checkpoint_manager_factory=fi.disk_full_checkpoints(6))
         restore = lambda: None  # noqa: E731
         message = r"No space left on device.*intact: .*ckpt-4"
     try:
-        with pytest.raises(trainer.ModelDirWriteError, match=message):
+        with pytest.raises(training.ModelDirWriteError, match=message):
             run.train_and_evaluate()
     finally:
         restore()
     assert _snapshot(ckpt) == before
-    assert not (model_dir / trainer.LOCK_FILE).exists()
-    results = trainer.Trainer(config, str(model_dir)).train_and_evaluate()
+    assert not (model_dir / run_dir.LOCK_FILE).exists()
+    results = training.Trainer(config, str(model_dir)).train_and_evaluate()
     assert results["train_steps"] == 6
     assert fi.checkpoint_report(str(ckpt))["readable"] == [3, 4, 6]
 
@@ -256,26 +257,20 @@ def test_run_file_write_failure_is_clear(tmp_path, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(trainer.tf.io.gfile, "rename", full)
-    with pytest.raises(trainer.ModelDirWriteError,
+    monkeypatch.setattr(tf.io.gfile, "rename", full)
+    with pytest.raises(training.ModelDirWriteError,
                        match=r"Could not write .*config.json.*No space left"):
-        trainer.Trainer(_config(), str(tmp_path)).train_and_evaluate()
+        training.Trainer(_config(), str(tmp_path)).train_and_evaluate()
     assert [n for n in os.listdir(tmp_path) if ".tmp-" in n] == []
 
 
 def test_non_finite_weights_stop_before_the_checkpoint(tmp_path):
-    run = trainer.Trainer(_config(), str(tmp_path))
-    step_fn = run._train_step
+    def poison(run):
+        kernel = run.model.trainable_variables[0]
+        kernel.assign(tf.fill(kernel.shape, np.inf))
 
-    def poisoning_step(iterator):
-        outputs = step_fn(iterator)
-        if run.step == 4:
-            kernel = run.model.trainable_variables[0]
-            kernel.assign(tf.fill(kernel.shape, np.inf))
-        return outputs
-
-    run._train_step = poisoning_step
-    with pytest.raises(trainer.NonFiniteLossError,
+    run = training.Trainer(_config(), str(tmp_path), hooks=[fi.AfterStep(4, poison)])
+    with pytest.raises(training.NonFiniteLossError,
                        match=r"step 4: the weights .* NaN or infinite.*ckpt-3, is "
                              r"kept \(step 3\)"):
         run.train_and_evaluate()
@@ -290,7 +285,7 @@ def test_rerun_and_lost_best_record_keep_metrics_exact(finished_run, tmp_path):
     model_dir = _copy(finished_run, tmp_path)
     best = json.loads((model_dir / "best" / "best.json").read_text())
     (model_dir / "best" / "best.json").unlink()  # As if killed before writing it.
-    results = trainer.Trainer(_config(), str(model_dir)).train_and_evaluate()
+    results = training.Trainer(_config(), str(model_dir)).train_and_evaluate()
     assert results["best_valid"] == best == finished_run[1]["best_valid"]
     report = fi.metrics_report(str(model_dir), 6, 3)
     assert report["found"] == [("valid", 3), ("valid", 6), ("test", 6)]
@@ -300,7 +295,7 @@ def test_rerun_and_lost_best_record_keep_metrics_exact(finished_run, tmp_path):
 
 def _child(spec):
     return subprocess.run(
-        [sys.executable, str(CAMPAIGN), f"--child={json.dumps(spec)}"],
+        [sys.executable, "-m", "tools.fault_campaign", f"--child={json.dumps(spec)}"],
         capture_output=True, text=True, timeout=300,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
                  PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])),
@@ -354,7 +349,7 @@ def test_sigkills_in_each_phase_lose_nothing(tmp_path):
     export_dir = tmp_path / "killed" / "export"
     assert json.loads((export_dir / "serving_metadata.json").read_text())["step"] == 12
     assert not [n for n in os.listdir(export_dir) if n.startswith(".staging")]
-    assert not (tmp_path / "killed" / trainer.LOCK_FILE).exists()
+    assert not (tmp_path / "killed" / run_dir.LOCK_FILE).exists()
 
 
 # ----------------------------------------------------------------------------
@@ -368,7 +363,7 @@ def test_sigkills_in_each_phase_lose_nothing(tmp_path):
 ])
 def test_model_shape_must_match_the_dataset(tmp_path, field, value, message):
     with pytest.raises(ValueError, match=message):
-        trainer.Trainer(_config(**{field: value}), str(tmp_path))
+        training.Trainer(_config(**{field: value}), str(tmp_path))
 
 
 @pytest.fixture
@@ -391,7 +386,7 @@ def test_missing_split_names_split_and_file(mnist_copy, tmp_path):
     config.update_from_flattened_dict(dict(_OVERRIDES, **{"dataset.data_dir": str(data_dir)}))
     with pytest.raises(data_provider.DataNotFoundError,
                        match=rf"Split 'test' of dataset 'mnist' is missing files: {missing}"):
-        trainer.Trainer(config, str(tmp_path / "run"))  # Fails before training.
+        training.Trainer(config, str(tmp_path / "run"))  # Fails before training.
 
 
 def test_corrupted_shard_is_named(mnist_copy, tmp_path):
@@ -409,8 +404,8 @@ def test_corrupted_shard_is_named(mnist_copy, tmp_path):
     config.update_from_flattened_dict(dict(_OVERRIDES, **{
         "train.train_steps": 2, "train.eval_every_steps": 2,
         "dataset.data_dir": str(data_dir), "train.eval_batch_size": 1000}))
-    run = trainer.Trainer(config, str(tmp_path / "run"))
-    with pytest.raises(trainer.InputDataError,
+    run = training.Trainer(config, str(tmp_path / "run"))
+    with pytest.raises(training.InputDataError,
                        match=rf"split of dataset 'mnist' at step \d \(DataLossError: "
                              rf"corrupted record at \d+\).*{shard}: corrupted record"):
         run.train_and_evaluate()
@@ -445,7 +440,7 @@ def test_checked_serving_function_refuses_numpy_casts(exported, finished_run):
     images = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1), np.uint8)
     with pytest.raises(TypeError, match="Expected uint8 pixels. Received: float32"):
         serve(images.astype(np.float32) / 255)
-    model, *_ = export.load_model(str(finished_run[0]))
+    model, *_ = run_dir.load_model(str(finished_run[0]))
     expected = tf.nn.softmax(model(data_provider.preprocess_serving_images(
         "mnist_small", tf.constant(images)), training=False)).numpy()
     np.testing.assert_allclose(serve(images)["probabilities"].numpy(), expected,

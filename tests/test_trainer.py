@@ -23,7 +23,9 @@ import tensorflow as tf
 from low_rank_local_connectivity import data_provider
 from low_rank_local_connectivity import layers
 from low_rank_local_connectivity import trainer
+from low_rank_local_connectivity import training
 from low_rank_local_connectivity.configs import experiment
+from tools import fault_injection as fi
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -242,20 +244,22 @@ def test_masked_evaluation_counts_exactly_the_real_examples(small_run):
 def test_top5_accuracy_with_more_than_ten_classes(tmp_path, monkeypatch):
     # A 20-class relabelling of the embedded MNIST: label' = 2 * label + (a
     # centre pixel is ink): more than 10 classes occur.
-    get_metadata, make_dataset = data_provider.get_metadata, data_provider.make_dataset
+    get_metadata = data_provider.get_metadata
 
     def relabel(images, labels, mask):
         ink = tf.cast(images[:, 14, 14, 0] > 0, tf.int32)
         return images, 2 * labels + ink, mask
 
+    class Relabel(training.Hook):
+        def transform_dataset(self, split, dataset):
+            return dataset.map(relabel)
+
     monkeypatch.setattr(data_provider, "get_metadata", lambda *a, **k: dataclasses.replace(
         get_metadata(*a, **k), num_classes=20, class_names=tuple(map(str, range(20)))))
-    monkeypatch.setattr(data_provider, "make_dataset",
-                        lambda *a, **k: make_dataset(*a, **k).map(relabel))
-    run = trainer.Trainer(_config(**_tiny_overrides()), str(tmp_path))
+    run = training.Trainer(_config(**_tiny_overrides()), str(tmp_path), hooks=[Relabel()])
     metrics = run.evaluate("valid")
     images, labels, _ = next(iter(data_provider.make_dataset(
-        "mnist_small", "valid", batch_size=1000, is_training=False)))
+        "mnist_small", "valid", batch_size=1000, is_training=False).map(relabel)))
     logits = run.model(images, training=False).numpy()
     labels = labels.numpy()
     assert logits.shape == (1000, 20) and len(set(labels)) > 10
@@ -353,30 +357,15 @@ def test_restore_best(small_run):
 # NaN stop, precision and XLA.
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    make_dataset = data_provider.make_dataset
-
-    def poisoned(*args, is_training, **kwargs):
-        dataset = make_dataset(*args, is_training=is_training, **kwargs)
-        if not is_training:
-            return dataset
-
-        def poison(index, batch):  # NaN images from the 4th batch on.
-            images, labels, mask = batch
-            images = tf.where(index >= 3, tf.fill(tf.shape(images), np.nan), images)
-            return images, labels, mask
-
-        return dataset.enumerate().map(poison)
-
-    monkeypatch.setattr(data_provider, "make_dataset", poisoned)
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     config = _config(**_tiny_overrides(**{"train.checkpoint_every_steps": 1}))
-    run = trainer.Trainer(config, str(tmp_path))
+    # NaN images from the 4th batch on.
+    run = training.Trainer(config, str(tmp_path), hooks=[fi.NaNInputs(from_step=4)])
     message = r"step 4: the loss is nan.*ckpt-3, is kept"
-    with pytest.raises(trainer.NonFiniteLossError, match=message):
+    with pytest.raises(training.NonFiniteLossError, match=message):
         run.train_and_evaluate()
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-3")
     assert not (tmp_path / "results.json").exists()
-    monkeypatch.undo()
     resumed = trainer.Trainer(config, str(tmp_path))
     assert resumed.step == 3
     assert all(np.isfinite(v.numpy()).all() for v in resumed.model.weights)
@@ -421,20 +410,16 @@ if spec.get("logical_cpus"):
 import numpy as np
 from low_rank_local_connectivity import trainer
 from low_rank_local_connectivity.configs import experiment
+from tools import fault_injection
 config = experiment.get_config(spec["preset"])
 config.update_from_flattened_dict(
     {k: tuple(v) if isinstance(v, list) else v for k, v in spec["overrides"].items()})
-run = trainer.Trainer(config, spec["model_dir"])
+def mark_then_hang(run):
+    open(spec["hang_marker"], "w").close()
+    time.sleep(600)
 hang = spec.get("hang_after_step")
-if hang:
-    step_fn = run._train_step
-    def step_then_hang(iterator):
-        outputs = step_fn(iterator)
-        if run.step == hang:
-            open(spec["hang_marker"], "w").close()
-            time.sleep(600)
-        return outputs
-    run._train_step = step_then_hang
+hooks = [fault_injection.AfterStep(hang, mark_then_hang)] if hang else []
+run = trainer.Trainer(config, spec["model_dir"], hooks=hooks)
 results = run.train_and_evaluate()
 np.savez(spec["out"] + ".npz", *[v.numpy() for v in run.model.weights])
 np.savez(spec["out"] + "_opt.npz", *[v.numpy() for v in run.optimizer.variables])

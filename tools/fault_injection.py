@@ -1,7 +1,11 @@
-"""Fault injection for the reliability campaign and tests.
+"""Fault injection for the reliability campaign and tests (not shipped).
+
+Every fault plugs into the trainer through its public seams: training hooks
+(`training.Hook`) and the injected checkpoint manager
+(`Trainer(checkpoint_manager_factory=...)`).
 
 A trainer runs in a child process (`run_child`, driven by a JSON spec) whose
-building blocks are instrumented by a `PhaseTracker`: it knows whether the
+loop is followed by a `PhaseTracker` hook: it knows whether the
 process is in a training step, a checkpoint write, an evaluation or an
 export, and can SIGKILL the process at a random moment inside a chosen
 phase, recording the phase the kill actually landed in. Other faults are
@@ -41,6 +45,11 @@ import signal
 import threading
 import time
 
+import numpy as np
+import tensorflow as tf
+
+from low_rank_local_connectivity import training
+
 PHASES = ("step", "checkpoint", "evaluation", "export")
 CORRUPTIONS = ("truncate_data", "flip_data", "truncate_index", "delete_data")
 
@@ -61,8 +70,10 @@ def read_records(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-class PhaseTracker:
+class PhaseTracker(training.Hook):
     """Tracks the phase of a trainer process and kills it inside a phase.
+
+    It is a training hook: pass it in `Trainer(..., hooks=[tracker])`.
 
     Args:
         record: optional str, JSON-lines file receiving the kill record.
@@ -131,75 +142,97 @@ class PhaseTracker:
                 timer.cancel()
                 kill["delay"] /= 2  # The phase ended first: aim earlier.
 
-    def wrap(self, function, phase):
-        """`function` run inside `in_phase(phase)`."""
+    # The training loop's hooks (`training.hooks`): each phase is entered in
+    # its `before_*` hook and left in its `after_*` hook.
 
-        def wrapped(*args, **kwargs):
-            with self.in_phase(phase):
-                return function(*args, **kwargs)
+    def _enter(self, phase):
+        self._phase_context = self.in_phase(phase)
+        self._phase_context.__enter__()
 
-        return wrapped
+    def _leave(self):
+        self._phase_context.__exit__(None, None, None)
 
-    def instrument(self, run):
-        """Instruments a `trainer.Trainer`: steps, checkpoints, evaluations."""
-        train_step = run._train_step
+    def before_step(self, trainer, step):
+        self._enter("step")
 
-        def step_fn(iterator):
-            with self.in_phase("step"):
-                outputs = train_step(iterator)
-                # The step is asynchronous until its outputs are read.
-                outputs = [output.numpy() for output in outputs]
-            self.step = run.step
-            return outputs
+    def after_step(self, trainer, step, logs):
+        # After the step's outputs were read: the step is asynchronous until then.
+        self._leave()
+        self.step = step
 
-        run._train_step = step_fn
-        run._save = self.wrap(run._save, "checkpoint")
-        run.evaluate = self.wrap(run.evaluate, "evaluation")
+    def before_checkpoint(self, trainer, kind, step):
+        self._enter("checkpoint")
+
+    def after_checkpoint(self, trainer, kind, step, path):
+        self._leave()
+
+    def before_evaluation(self, trainer, split):
+        self._enter("evaluation")
+
+    def after_evaluation(self, trainer, split, metrics):
+        self._leave()
 
 
-def _poison_training_data(from_step):
+class NaNInputs(training.Hook):
     """Makes the training images NaN from step `from_step` on."""
-    import numpy as np
-    import tensorflow as tf
 
-    from low_rank_local_connectivity import data_provider
+    def __init__(self, from_step):
+        self.from_step = from_step
 
-    make_dataset = data_provider.make_dataset
-
-    def poisoned(*args, is_training, **kwargs):
-        dataset = make_dataset(*args, is_training=is_training, **kwargs)
-        if not is_training:
+    def transform_dataset(self, split, dataset):
+        if split != "train":
             return dataset
 
         def poison(index, batch):
             images, labels, mask = batch
             images = tf.where(
-                index >= from_step - 1, tf.fill(tf.shape(images), np.nan), images
+                index >= self.from_step - 1, tf.fill(tf.shape(images), np.nan), images
             )
             return images, labels, mask
 
         return dataset.enumerate().map(poison)
 
-    data_provider.make_dataset = poisoned
+
+class SlowSteps(training.Hook):
+    """Sleeps `seconds` after every training step."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def after_step(self, trainer, step, logs):
+        time.sleep(self.seconds)
 
 
-def _fail_checkpoint_writes(run, from_step):
-    """Checkpoint writes from `from_step` on fail as on a full disk.
+class AfterStep(training.Hook):
+    """Calls `function(trainer)` after training step `step`."""
 
-    The failure comes after a partial data file is written, as a full disk
-    would leave it.
+    def __init__(self, step, function):
+        self.step = step
+        self.function = function
+
+    def after_step(self, trainer, step, logs):
+        if step == self.step:
+            self.function(trainer)
+
+
+def disk_full_checkpoints(from_step):
+    """A `checkpoint_manager_factory` whose writes fail as on a full disk.
+
+    Checkpoint writes numbered `from_step` or more fail with ENOSPC after a
+    partial data file is written, as a full disk would leave it.
     """
-    import tensorflow as tf
 
-    for manager in run._managers.values():
-        save = manager.save
+    class DiskFullCheckpointManager(tf.train.CheckpointManager):
 
-        def failing_save(checkpoint_number=None, *, _save=save, _manager=manager,
-                         **kwargs):
+        def __init__(self, checkpoint, directory, *, checkpoint_name, **kwargs):
+            super().__init__(checkpoint, directory,
+                             checkpoint_name=checkpoint_name, **kwargs)
+            self.checkpoint_name = checkpoint_name
+
+        def save(self, checkpoint_number=None, **kwargs):
             if checkpoint_number is not None and checkpoint_number >= from_step:
-                name = os.path.basename(_manager._checkpoint_prefix)
                 prefix = os.path.join(
-                    _manager.directory, f"{name}-{checkpoint_number}_temp"
+                    self.directory, f"{self.checkpoint_name}-{checkpoint_number}_temp"
                 )
                 tf.io.gfile.makedirs(prefix)
                 part = "part-00000-of-00001.data-00000-of-00001"
@@ -208,9 +241,9 @@ def _fail_checkpoint_writes(run, from_step):
                 raise tf.errors.ResourceExhaustedError(
                     None, None, f"{prefix}: {os.strerror(errno.ENOSPC)}"
                 )
-            return _save(checkpoint_number=checkpoint_number, **kwargs)
+            return super().save(checkpoint_number=checkpoint_number, **kwargs)
 
-        manager.save = failing_save
+    return DiskFullCheckpointManager
 
 
 def run_child(spec):
@@ -222,37 +255,29 @@ def run_child(spec):
     Returns:
         The results dict of the run.
     """
-    import time as time_lib
-
     from low_rank_local_connectivity import export
-    from low_rank_local_connectivity import trainer
     from low_rank_local_connectivity.configs import experiment
 
     record = spec.get("record")
     tracker = PhaseTracker(record)
+    hooks = [tracker]
     if spec.get("nan_from_step"):
-        _poison_training_data(spec["nan_from_step"])
+        hooks.append(NaNInputs(spec["nan_from_step"]))
+    if spec.get("step_sleep"):
+        hooks.append(SlowSteps(spec["step_sleep"]))
+    factory = None
+    if spec.get("fail_writes_from_step"):
+        factory = disk_full_checkpoints(spec["fail_writes_from_step"])
     config = experiment.get_config(spec.get("preset", "mnist_small_lrlc"))
     config.update_from_flattened_dict({
         key: tuple(value) if isinstance(value, list) else value
         for key, value in spec["overrides"].items()
     })
-    run = trainer.Trainer(config, spec["model_dir"])
+    run = training.Trainer(config, spec["model_dir"], hooks=hooks,
+                           checkpoint_manager_factory=factory)
     if record:
         append_record(record, dict(event="start", pid=os.getpid(),
                                    restored_step=run.step, time=time.time()))
-    tracker.instrument(run)
-    if spec.get("fail_writes_from_step"):
-        _fail_checkpoint_writes(run, spec["fail_writes_from_step"])
-    if spec.get("step_sleep"):
-        step_fn = run._train_step
-
-        def slow_step(iterator):
-            outputs = step_fn(iterator)
-            time_lib.sleep(spec["step_sleep"])
-            return outputs
-
-        run._train_step = slow_step
     if spec.get("kill"):
         tracker.arm_kill(**spec["kill"])
     results = run.train_and_evaluate()
@@ -309,8 +334,6 @@ def checkpoint_report(directory):
         'unreadable' ({step: reason}) and 'partial' (see
         `partial_checkpoint_files`).
     """
-    import tensorflow as tf
-
     state = None
     with contextlib.suppress(Exception):
         state = tf.train.get_checkpoint_state(directory)

@@ -29,7 +29,7 @@ minutes on 2 CPU cores (see the README's Reliability section); it
 mounts a small tmpfs for the disk-full case when run as root, and otherwise
 simulates ENOSPC in the checkpoint writer:
 
-    python scripts/fault_campaign.py --output_dir=/tmp/fault_campaign
+    python -m tools.fault_campaign --output_dir=/tmp/fault_campaign
 
 Training is bit-deterministic (`train.deterministic`), so a resumed run must
 equal the reference exactly.
@@ -50,15 +50,13 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-try:
-    import low_rank_local_connectivity  # noqa: F401
-except ImportError:  # Run from a source checkout without `pip install -e .`.
-    sys.path.insert(0, str(REPO_ROOT))
+# A child is this module run again: `python -m tools.fault_campaign --child=...`.
+_CHILD_COMMAND = [sys.executable, "-m", "tools.fault_campaign"]
 
 from absl import app
 from absl import flags
 
-from low_rank_local_connectivity import fault_injection as fi
+from tools import fault_injection as fi
 
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", "/tmp/lrlc_fault_campaign",
@@ -121,12 +119,12 @@ def _child_main(spec):
             cpu, [tf.config.LogicalDeviceConfiguration()] * spec["logical_cpus"]
         )
     from low_rank_local_connectivity import data_provider
-    from low_rank_local_connectivity import trainer
+    from low_rank_local_connectivity import training
 
     try:
         fi.run_child(spec)
     except (TypeError, ValueError, data_provider.DataNotFoundError,
-            trainer.TrainerError) as error:
+            training.TrainerError) as error:
         sys.exit(f"error: {' '.join(str(error).split())}")
 
 
@@ -152,7 +150,7 @@ def _run(args, log_path):
 
 
 def _child(spec, log_path):
-    return _run([sys.executable, __file__, f"--child={json.dumps(spec)}"], log_path)
+    return _run([*_CHILD_COMMAND, f"--child={json.dumps(spec)}"], log_path)
 
 
 def _spec(model_dir, model="tiny", **extra):
@@ -418,7 +416,7 @@ class Campaign:
         spec = _spec(model_dir, step_sleep=0.15)
         log = self.log(model_dir.name)
         first = subprocess.Popen(
-            [sys.executable, __file__, f"--child={json.dumps(spec)}"],
+            [*_CHILD_COMMAND, f"--child={json.dumps(spec)}"],
             env=_env(), stdout=open(log, "a"), stderr=subprocess.STDOUT,
         )
         deadline = time.time() + _CHILD_TIMEOUT

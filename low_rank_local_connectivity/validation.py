@@ -1,0 +1,43 @@
+"""Argument checks shared by the layers, the models and the trainer.
+
+Every error names the argument, the value received and what is allowed.
+"""
+
+import numpy as np
+
+
+def is_int(value):
+    """Whether `value` is an integer (NumPy ones included, bools excluded)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_number(value):
+    """Whether `value` is a real number (NumPy ones included, bools excluded)."""
+    return isinstance(value, (int, float, np.number)) and not isinstance(
+        value, bool
+    )
+
+
+def invalid_argument(name, value, expected):
+    """The `ValueError` of argument `name`: expected vs received."""
+    return ValueError(
+        f"Invalid value for argument `{name}`. Expected {expected}. "
+        f"Received: {name}={value!r}"
+    )
+
+
+def standardize_pair(name, value, expected="a positive integer or a tuple of 2 "
+                     "positive integers"):
+    """Normalises an int or a pair of positive ints to a tuple of 2 ints.
+
+    Raises:
+        ValueError: (`invalid_argument`) saying `expected`.
+    """
+    pair = (value, value) if is_int(value) else value
+    if (
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(is_int(v) and v >= 1 for v in pair)
+    ):
+        raise invalid_argument(name, value, expected)
+    return tuple(int(v) for v in pair)
