@@ -24,6 +24,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from low_rank_local_connectivity.validation import invalid_argument
+from low_rank_local_connectivity.validation import is_int
+from low_rank_local_connectivity.validation import positive_int
+from low_rank_local_connectivity.validation import standardize_pair
+
 _PACKAGE = "low_rank_local_connectivity"
 NORMALIZATIONS = ("", "softmax", "norm")
 PADDINGS = ("valid", "same")
@@ -37,37 +42,6 @@ _L2_EPSILON = 1e-12
 # ----------------------------------------------------------------------------
 # Argument normalisation and validation.
 # ----------------------------------------------------------------------------
-
-
-def _invalid(name, value, expected):
-    return ValueError(
-        f"Invalid value for argument `{name}`. Expected {expected}. "
-        f"Received: {name}={value!r}"
-    )
-
-
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _positive_int(name, value):
-    if not _is_int(value) or value < 1:
-        raise _invalid(name, value, "a positive integer")
-    return int(value)
-
-
-def _pair(name, value):
-    """Normalises an int or a pair of positive ints to a tuple of 2 ints."""
-    pair = (value, value) if _is_int(value) else value
-    if (
-        not isinstance(pair, (tuple, list))
-        or len(pair) != 2
-        or not all(_is_int(v) and v >= 1 for v in pair)
-    ):
-        raise _invalid(
-            name, value, "a positive integer or a tuple of 2 positive integers"
-        )
-    return tuple(int(v) for v in pair)
 
 
 def _pairs_per_basis(name, value, rank):
@@ -85,13 +59,13 @@ def _pairs_per_basis(name, value, rank):
             f"(height, width) for a single rectangular value). "
             f"Received: {name}={value!r}"
         )
-    return tuple(_pair(f"{name}[{k}]", v) for k, v in enumerate(value))
+    return tuple(standardize_pair(f"{name}[{k}]", v) for k, v in enumerate(value))
 
 
 def _choice(name, value, choices):
     normalised = value.lower() if isinstance(value, str) else value
     if normalised not in choices:
-        raise _invalid(name, value, f"one of {choices}")
+        raise invalid_argument(name, value, f"one of {choices}")
     return normalised
 
 
@@ -137,7 +111,7 @@ def normalize_combining_weights(logits, normalization):
         return logits * ops.rsqrt(ops.maximum(squared, _L2_EPSILON))
     if normalization == "":
         return logits
-    raise _invalid("normalize_weights", normalization, f"one of {NORMALIZATIONS}")
+    raise invalid_argument("normalize_weights", normalization, f"one of {NORMALIZATIONS}")
 
 
 def align_corners_resize_matrix(input_size, output_size):
@@ -406,8 +380,8 @@ class InputDependentCombiningWeights(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.spatial_rank = _positive_int("spatial_rank", spatial_rank)
-        self.output_size = _pair("output_size", output_size)
+        self.spatial_rank = positive_int("spatial_rank", spatial_rank)
+        self.output_size = standardize_pair("output_size", output_size)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
@@ -657,12 +631,12 @@ class LowRankLocallyConnected2D(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.spatial_rank = _positive_int("spatial_rank", spatial_rank)
-        self.filters = _positive_int("filters", filters)
+        self.spatial_rank = positive_int("spatial_rank", spatial_rank)
+        self.filters = positive_int("filters", filters)
         rank = self.spatial_rank
         per_basis_sizes = _pairs_per_basis("kernel_size", kernel_size, rank)
         per_basis_dilations = _pairs_per_basis("dilations", dilations, rank)
-        self.strides = _pair("strides", strides)
+        self.strides = standardize_pair("strides", strides)
         self.padding = _choice("padding", padding, PADDINGS)
         self.data_format = _data_format(data_format)
         self.per_basis = per_basis_sizes is not None or per_basis_dilations is not None
@@ -676,16 +650,16 @@ class LowRankLocallyConnected2D(keras.layers.Layer):
                     f"dilations={dilations!r}"
                 )
             self.kernel_sizes = per_basis_sizes or (
-                (_pair("kernel_size", kernel_size),) * rank
+                (standardize_pair("kernel_size", kernel_size),) * rank
             )
             self.dilation_rates = per_basis_dilations or (
-                (_pair("dilations", dilations),) * rank
+                (standardize_pair("dilations", dilations),) * rank
             )
             self.kernel_size = list(self.kernel_sizes)
             self.dilations = list(self.dilation_rates)
         else:
-            self.kernel_size = _pair("kernel_size", kernel_size)
-            self.dilations = _pair("dilations", dilations)
+            self.kernel_size = standardize_pair("kernel_size", kernel_size)
+            self.dilations = standardize_pair("dilations", dilations)
             self.kernel_sizes = (self.kernel_size,) * rank
             self.dilation_rates = (self.dilations,) * rank
         if max(self.strides) > 1 and max(max(d) for d in self.dilation_rates) > 1:
@@ -1086,7 +1060,7 @@ class LowRankLocallyConnected2D(keras.layers.Layer):
         # ints is a single (height, width) pair that serialisation turned into a list.
         for name in ("kernel_size", "dilations"):
             value = config.get(name)
-            if isinstance(value, list) and all(_is_int(v) for v in value):
+            if isinstance(value, list) and all(is_int(v) for v in value):
                 config[name] = tuple(value)
         return super().from_config(config)
 
@@ -1208,9 +1182,9 @@ class LocallyConnected2D(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.filters = _positive_int("filters", filters)
-        self.kernel_size = _pair("kernel_size", kernel_size)
-        self.strides = _pair("strides", strides)
+        self.filters = positive_int("filters", filters)
+        self.kernel_size = standardize_pair("kernel_size", kernel_size)
+        self.strides = standardize_pair("strides", strides)
         self.padding = _choice("padding", padding, PADDINGS)
         self.data_format = _data_format(data_format)
         self.activation = keras.activations.get(activation)

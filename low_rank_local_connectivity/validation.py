@@ -26,6 +26,13 @@ def invalid_argument(name, value, expected):
     )
 
 
+def positive_int(name, value):
+    """`value` as an int if it is an integer >= 1, else a `ValueError` naming it."""
+    if not is_int(value) or value < 1:
+        raise invalid_argument(name, value, "a positive integer")
+    return int(value)
+
+
 def standardize_pair(name, value, expected="a positive integer or a tuple of 2 "
                      "positive integers"):
     """Normalises an int or a pair of positive ints to a tuple of 2 ints.

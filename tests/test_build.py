@@ -53,6 +53,8 @@ def test_every_python_file_is_in_a_target_of_the_right_kind():
     expectations = [
         (_python_files("low_rank_local_connectivity"), "py_library"),
         (_python_files("scripts"), "py_binary"),
+        (_python_files("tools") - {"tools/fault_campaign.py"}, "py_library"),
+        ({"tools/fault_campaign.py"}, "py_binary"),
         (_python_files("tests", "test_*.py"), "py_test"),
     ]
     for files, kind in expectations:

@@ -19,6 +19,7 @@ Layer names: 'stem_conv', 'stem_bn', 'stem_relu', 'stem_pool'; per block
 import keras
 
 from low_rank_local_connectivity import layers as lrlc_layers
+from low_rank_local_connectivity import validation
 from low_rank_local_connectivity.models import simple_model
 
 # (bottleneck width, number of blocks) of each stage; block output = 4 * width.
@@ -35,7 +36,7 @@ def _lrlc_block_set(lrlc_stages, lrlc_blocks):
             f"numbers in 1..{len(STAGES)}. Received: lrlc_stages={lrlc_stages!r}"
         )
     for stage in lrlc_stages:
-        if not simple_model.is_int(stage) or not 1 <= stage <= len(STAGES):
+        if not validation.is_int(stage) or not 1 <= stage <= len(STAGES):
             raise ValueError(
                 "Invalid value for argument `lrlc_stages`. Expected stage numbers in "
                 f"1..{len(STAGES)}. Received: lrlc_stages={lrlc_stages!r}"
@@ -63,7 +64,7 @@ def _lrlc_block_set(lrlc_stages, lrlc_blocks):
     for stage, blocks in zip(lrlc_stages, lrlc_blocks):
         num_blocks = STAGES[stage - 1][1]
         if not isinstance(blocks, (list, tuple)) or not all(
-            simple_model.is_int(b) and 1 <= b <= num_blocks for b in blocks
+            validation.is_int(b) and 1 <= b <= num_blocks for b in blocks
         ):
             raise ValueError(
                 "Invalid value for argument `lrlc_blocks`. Expected, for stage "
@@ -149,7 +150,7 @@ def resnet50(
         )
     lrlc_blocks_set = _lrlc_block_set(lrlc_stages, lrlc_blocks)
     if lrlc_blocks_set:
-        simple_model.check_positive_int("spatial_rank", spatial_rank)
+        validation.positive_int("spatial_rank", spatial_rank)
     simple_model.check_combining_weight_options(
         input_dependent, share_row_combining_weights, share_col_combining_weights
     )

@@ -26,6 +26,10 @@ import numbers
 import keras
 
 from low_rank_local_connectivity import layers as lrlc_layers
+from low_rank_local_connectivity.validation import invalid_argument
+from low_rank_local_connectivity.validation import is_int
+from low_rank_local_connectivity.validation import positive_int
+from low_rank_local_connectivity.validation import standardize_pair
 
 LAYER_TYPES = (
     "conv2d",
@@ -42,25 +46,6 @@ LAYER_NAME_SUFFIXES = {
     "locally_connected2d": "lc",
     "low_rank_locally_connected2d": "lrlc",
 }
-
-
-def _invalid(name, value, expected):
-    return ValueError(
-        f"Invalid value for argument `{name}`. Expected {expected}. "
-        f"Received: {name}={value!r}"
-    )
-
-
-def is_int(value):
-    """Whether `value` is an int (bools excluded)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def check_positive_int(name, value):
-    """Returns `value` if it is an int >= 1, else raises a ValueError naming it."""
-    if not is_int(value) or value < 1:
-        raise _invalid(name, value, "a positive integer")
-    return value
 
 
 def check_combining_weight_options(
@@ -95,7 +80,7 @@ def check_num_classes_and_input_shape(num_classes, input_shape):
             "`num_classes` is not set (received None). Set it in the model config; "
             "the trainer fills it from the dataset's metadata."
         )
-    check_positive_int("num_classes", num_classes)
+    positive_int("num_classes", num_classes)
     if input_shape is None:
         raise ValueError(
             "`input_shape` is not set (received None). Set it to the (height, "
@@ -107,7 +92,7 @@ def check_num_classes_and_input_shape(num_classes, input_shape):
         or len(input_shape) != 3
         or not all(is_int(size) and size >= 1 for size in input_shape)
     ):
-        raise _invalid(
+        raise invalid_argument(
             "input_shape", input_shape, "(height, width, num_channels), positive ints"
         )
     return int(num_classes), tuple(int(size) for size in input_shape)
@@ -127,22 +112,10 @@ def weight_decay_regularizer(weight_decay):
         or not isinstance(weight_decay, numbers.Real)
         or weight_decay < 0
     ):
-        raise _invalid("weight_decay", weight_decay, "a non-negative float")
+        raise invalid_argument("weight_decay", weight_decay, "a non-negative float")
     if weight_decay == 0:
         return None
     return keras.regularizers.L2(float(weight_decay) / 2)
-
-
-def _pair(name, value):
-    """An int or a pair of positive ints as a tuple of 2 ints."""
-    pair = (value, value) if is_int(value) else value
-    if (
-        not isinstance(pair, (list, tuple))
-        or len(pair) != 2
-        or not all(is_int(v) and v >= 1 for v in pair)
-    ):
-        raise _invalid(name, value, "a positive int or a pair of positive ints")
-    return tuple(int(v) for v in pair)
 
 
 def wide_conv_filters(spatial_rank, in_channels, filters, is_last):
@@ -247,7 +220,7 @@ def simple_network(
     }
     for name, value in per_block.items():
         if not isinstance(value, (list, tuple)) or not value:
-            raise _invalid(name, value, "a non-empty list with one entry per block")
+            raise invalid_argument(name, value, "a non-empty list with one entry per block")
     lengths = {name: len(value) for name, value in per_block.items()}
     if len(set(lengths.values())) != 1:
         raise ValueError(
@@ -260,14 +233,16 @@ def simple_network(
                 f"Invalid value for argument `layer_types`. Expected each entry in "
                 f"{LAYER_TYPES}. Received: layer_types[{index}]={layer_type!r}"
             )
-    kernel_sizes = [_pair(f"kernel_sizes[{i}]", k) for i, k in enumerate(kernel_sizes)]
-    strides = [_pair(f"strides[{i}]", s) for i, s in enumerate(strides)]
+    kernel_sizes = [
+        standardize_pair(f"kernel_sizes[{i}]", k) for i, k in enumerate(kernel_sizes)
+    ]
+    strides = [standardize_pair(f"strides[{i}]", s) for i, s in enumerate(strides)]
     for index, filters in enumerate(num_filters):
-        check_positive_int(f"num_filters[{index}]", filters)
+        positive_int(f"num_filters[{index}]", filters)
     if any(layer_type in RANK_LAYER_TYPES for layer_type in layer_types):
-        check_positive_int("spatial_rank", spatial_rank)
+        positive_int("spatial_rank", spatial_rank)
     if padding not in ("valid", "same"):
-        raise _invalid("padding", padding, "'valid' or 'same'")
+        raise invalid_argument("padding", padding, "'valid' or 'same'")
     check_combining_weight_options(
         input_dependent, share_row_combining_weights, share_col_combining_weights
     )
