@@ -795,7 +795,7 @@ def main(argv):
         bad_input_cases_refused_clearly=sum(r["survived"] for r in bad_inputs),
         data_lost=sum(r["data_lost"] for r in table),
         wall_seconds=round(time.time() - start, 1),
-        command=f"python scripts/fault_campaign.py --kills={_KILLS.value} "
+        command=f"python -m tools.fault_campaign --kills={_KILLS.value} "
                 f"--default_model_kills={_DEFAULT_MODEL_KILLS.value} "
                 f"--seed={_SEED.value}",
     )

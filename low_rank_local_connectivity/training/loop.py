@@ -158,20 +158,8 @@ class Trainer:
     def restore(self, which="latest"):
         """Restores the 'latest' or 'best' checkpoint of `model_dir`.
 
-        An unreadable newest checkpoint is skipped with a warning (the next
-        training session moves it to `corrupted/`).
-
-        Args:
-            which: 'latest' or 'best'.
-
-        Returns:
-            The checkpoint path restored, or None when there is none (the
-            freshly initialised state is kept).
-
-        Raises:
-            ValueError: if `which` is not 'latest' or 'best'.
-            CheckpointCorruptedError: if no checkpoint of a non-empty
-                checkpoint directory is readable.
+        See `checkpointing.Checkpoints.restore` (returns the path restored or
+        None; raises `CheckpointCorruptedError` when none is readable).
         """
         return self._checkpoints.restore(which)
 
