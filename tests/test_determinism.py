@@ -16,7 +16,9 @@ import numpy as np
 
 from low_rank_local_connectivity import models
 
-from test_trainer import REPO_ROOT, _load, _spec, assert_same_run, kill_and_resume
+from trainer_runs import (
+    REPO_ROOT, assert_same_run, child_spec, kill_and_resume, load_outputs,
+)
 
 _SMALL_PRESETS = tuple(p for p in models.MODEL_PRESETS if not p.startswith("resnet"))
 
@@ -64,7 +66,7 @@ def test_two_fresh_runs_of_each_default_model_are_bit_identical(tmp_path):
     script.write_text(_PRESETS_CHILD)
     runs = {
         name: [
-            dict(_spec(tmp_path, f"{name}_{preset}", _SHORT_RUN),
+            dict(child_spec(tmp_path, f"{name}_{preset}", _SHORT_RUN),
                  preset=f"mnist_small_{preset}")
             for preset in _SMALL_PRESETS
         ]
@@ -93,7 +95,7 @@ def test_sigkill_mid_step_on_the_default_model_resumes_bit_identical(tmp_path):
     }
     straight, killed, latest = kill_and_resume(tmp_path, overrides, 7)
     assert latest.endswith("ckpt-6")  # Step 7 was lost with the process.
-    assert _load(killed["out"])[2]["results"]["session_steps"] == 6
+    assert load_outputs(killed["out"])[2]["results"]["session_steps"] == 6
     assert_same_run(straight, killed, metrics_lines=3)
 
 

@@ -1,7 +1,7 @@
 """Tests of the trainer: training, evaluation, checkpoints, resume, distribution.
 
 Runs that need a fresh TensorFlow runtime (two logical CPU devices, multiple
-workers, SIGKILL) happen in subprocesses running `_CHILD`.
+workers, SIGKILL) happen in subprocesses (`trainer_runs.py`).
 """
 
 import dataclasses
@@ -10,11 +10,9 @@ import json
 import math
 import os
 import pathlib
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -26,6 +24,10 @@ from low_rank_local_connectivity import trainer
 from low_rank_local_connectivity import training
 from low_rank_local_connectivity.configs import experiment
 from tools import fault_injection as fi
+
+from trainer_runs import (
+    assert_same_run, child_spec, kill_and_resume, load_outputs, start_child, wait_child,
+)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -399,119 +401,6 @@ def test_mixed_precision_and_xla_train_and_resume(tmp_path, precision, jit_compi
 # ----------------------------------------------------------------------------
 # Subprocess runs: SIGKILL + resume, MirroredStrategy, multi-worker.
 
-_CHILD = r"""
-import json, os, sys, time
-spec = json.loads(sys.argv[1])
-import tensorflow as tf
-if spec.get("logical_cpus"):
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * spec["logical_cpus"])
-import numpy as np
-from low_rank_local_connectivity import trainer
-from low_rank_local_connectivity.configs import experiment
-from tools import fault_injection
-config = experiment.get_config(spec["preset"])
-config.update_from_flattened_dict(
-    {k: tuple(v) if isinstance(v, list) else v for k, v in spec["overrides"].items()})
-def mark_then_hang(run):
-    open(spec["hang_marker"], "w").close()
-    time.sleep(600)
-hang = spec.get("hang_after_step")
-hooks = [fault_injection.AfterStep(hang, mark_then_hang)] if hang else []
-run = trainer.Trainer(config, spec["model_dir"], hooks=hooks)
-results = run.train_and_evaluate()
-np.savez(spec["out"] + ".npz", *[v.numpy() for v in run.model.weights])
-np.savez(spec["out"] + "_opt.npz", *[v.numpy() for v in run.optimizer.variables])
-with open(spec["out"] + ".json", "w") as f:
-    json.dump(dict(results=results, trainable=len(run.model.trainable_weights)), f)
-"""
-
-
-def _start_child(tmp_path, spec, env_extra=None):
-    script = tmp_path / "child.py"
-    script.write_text(_CHILD)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    )
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env.update(env_extra or {})
-    log = open(spec["out"] + ".log", "w")
-    return subprocess.Popen(
-        [sys.executable, str(script), json.dumps(spec)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path),
-    )
-
-
-def _wait(process, spec, timeout=240):
-    try:
-        code = process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        code = "timeout"
-    log = open(spec["out"] + ".log").read()
-    assert code == 0, f"child exited with {code}:\n{log[-4000:]}"
-
-
-def _load(out):
-    weights = np.load(out + ".npz")
-    optimizer = np.load(out + "_opt.npz")
-    info = json.load(open(out + ".json"))
-    return [weights[k] for k in weights.files], [optimizer[k] for k in optimizer.files], info
-
-
-def _spec(tmp_path, name, overrides, **extra):
-    return dict(
-        preset="mnist_small_lrlc",
-        overrides=overrides,
-        model_dir=str(tmp_path / name),
-        out=str(tmp_path / name) + "_out",
-        **extra,
-    )
-
-
-def kill_and_resume(tmp_path, overrides, hang_after_step):
-    """Trains `overrides` straight and, beside it, SIGKILLed after a step, resumed.
-
-    Returns the two specs (both finished) and the newest checkpoint at the kill.
-    """
-    straight = _spec(tmp_path, "straight", overrides)
-    killed = _spec(tmp_path, "killed", overrides, hang_after_step=hang_after_step,
-                   hang_marker=str(tmp_path / "hanging"))
-    straight_process = _start_child(tmp_path, straight)
-    killed_process = _start_child(tmp_path, killed)
-    deadline = time.time() + 240
-    while not os.path.exists(killed["hang_marker"]):
-        assert killed_process.poll() is None, open(killed["out"] + ".log").read()[-3000:]
-        assert time.time() < deadline, f"the child never reached step {hang_after_step}"
-        time.sleep(0.2)
-    os.kill(killed_process.pid, signal.SIGKILL)
-    killed_process.wait()
-    latest = tf.train.latest_checkpoint(os.path.join(killed["model_dir"], "checkpoints"))
-    del killed["hang_after_step"]
-    _wait(_start_child(tmp_path, killed), killed)
-    _wait(straight_process, straight)
-    return straight, killed, latest
-
-
-def assert_same_run(a, b, metrics_lines):
-    """Two finished child runs agree bit for bit: weights, slots, every metric."""
-    weights_a, slots_a, info_a = _load(a["out"])
-    weights_b, slots_b, info_b = _load(b["out"])
-    assert info_a["results"]["train_steps"] == info_b["results"]["train_steps"]
-    assert len(weights_a) == len(weights_b) > 0 and len(slots_a) == len(slots_b) > 2
-    for x, y in zip(weights_a + slots_a, weights_b + slots_b):
-        np.testing.assert_array_equal(x, y)
-    assert info_a["results"]["test"] == info_b["results"]["test"]
-    metrics = [
-        open(os.path.join(spec["model_dir"], "metrics.jsonl")).read()
-        for spec in (a, b)
-    ]
-    assert metrics[0] == metrics[1] and metrics[0].count("\n") == metrics_lines
-
-
 def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path):
     overrides = _tiny_overrides(**{
         "train.train_steps": 30,
@@ -522,8 +411,8 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path):
     })
     straight, killed, latest = kill_and_resume(tmp_path, overrides, 17)
     assert latest.endswith("ckpt-15")  # steps 16 and 17 were lost
-    assert _load(killed["out"])[2]["results"]["train_steps"] == 30
-    assert _load(killed["out"])[2]["results"]["session_steps"] == 15
+    assert load_outputs(killed["out"])[2]["results"]["train_steps"] == 30
+    assert load_outputs(killed["out"])[2]["results"]["session_steps"] == 15
     assert_same_run(straight, killed, metrics_lines=3)
 
 
@@ -537,15 +426,15 @@ def test_mirrored_two_logical_cpus_matches_one_device(tmp_path):
         "train.optimizer.clipnorm": 0.5,
     })
     runs = {
-        strategy: _spec(tmp_path, strategy, dict(overrides, **{
+        strategy: child_spec(tmp_path, strategy, dict(overrides, **{
             "train.distribution_strategy": strategy}), logical_cpus=2)
         for strategy in ("default", "mirrored")
     }
-    processes = {name: _start_child(tmp_path, spec) for name, spec in runs.items()}
+    processes = {name: start_child(tmp_path, spec) for name, spec in runs.items()}
     for name, process in processes.items():
-        _wait(process, runs[name])
-    weights_1, _, info_1 = _load(runs["default"]["out"])
-    weights_2, _, info_2 = _load(runs["mirrored"]["out"])
+        wait_child(process, runs[name])
+    weights_1, _, info_1 = load_outputs(runs["default"]["out"])
+    weights_2, _, info_2 = load_outputs(runs["mirrored"]["out"])
     assert info_1["results"]["num_replicas"] == 1
     assert info_2["results"]["num_replicas"] == 2
     for a, b in zip(weights_1, weights_2):
@@ -572,16 +461,16 @@ def test_multi_worker_two_local_workers_end_identical(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
     specs, processes = [], []
     for index in range(2):
-        spec = _spec(tmp_path, "run", overrides)
+        spec = child_spec(tmp_path, "run", overrides)
         spec["out"] = str(tmp_path / f"worker{index}")
         tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
         specs.append(spec)
         processes.append(
-            _start_child(tmp_path, spec, {"TF_CONFIG": json.dumps(tf_config)})
+            start_child(tmp_path, spec, {"TF_CONFIG": json.dumps(tf_config)})
         )
     for process, spec in zip(processes, specs):
-        _wait(process, spec)
-    (w0, s0, info0), (w1, s1, info1) = _load(specs[0]["out"]), _load(specs[1]["out"])
+        wait_child(process, spec)
+    (w0, s0, info0), (w1, s1, info1) = load_outputs(specs[0]["out"]), load_outputs(specs[1]["out"])
     assert info0["results"]["num_replicas"] == 2
     assert len(w0) > info0["trainable"]  # batch-norm statistics included
     for a, b in zip(w0 + s0, w1 + s1):

@@ -58,8 +58,10 @@ Layout (every field has one meaning; `trainer.validate_config` checks values):
     uninterrupted run would (costs one read of the skipped data; off for
     ImageNet). When False, the training pipeline restarts with seed
     `seed + s` instead.
-  - `deterministic` (bool): `tf.config.experimental.enable_op_determinism()`
-    for bit-reproducible runs (slower; process-wide).
+  - `deterministic` (bool): bit-reproducible runs (`training.enable_determinism`:
+    deterministic kernels, and one kernel at a time; process-wide, and it must be
+    set before the process runs its first TensorFlow op). False (default): faster,
+    and runs agree only to float round-off.
 """
 
 import ml_collections
