@@ -1,4 +1,4 @@
-"""Training and evaluation of the experiments (docs/design.md, "Where things live").
+"""Training and evaluation of the experiments (README, "Repository layout").
 
 - `loop.py`: `Trainer` (the outer loop) and `train_and_evaluate`;
 - `hooks.py`: the hook interface the loop calls;

@@ -4,7 +4,7 @@ The loop decides when to train, log, evaluate, checkpoint and stop, and calls
 the hooks of `hooks.py` at each of those points. It owns no file format and
 no TensorFlow detail: the compiled steps are in `steps.py`, the strategy in
 `distribution.py`, checkpoint I/O in `checkpointing.py`, the run files in
-`run_dir.py` and the summaries in `summaries.py` (docs/design.md).
+`run_dir.py` and the summaries in `summaries.py` (README, "Repository layout").
 
 Keras' `model.fit` does not run under `MultiWorkerMirroredStrategy` with
 Keras 3, and `tf.estimator` no longer exists, so the loop is written with

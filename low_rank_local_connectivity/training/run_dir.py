@@ -1,7 +1,6 @@
 """The run directory (`model_dir`): its layout, atomic writes and records.
 
-A `model_dir` holds everything about a run (docs/design.md, "The model_dir
-contract"):
+A `model_dir` holds everything about a run:
 
 - `config.json`: the resolved experiment configuration.
 - `metadata.json`: the dataset metadata (class names, shapes, split sizes).
