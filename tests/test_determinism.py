@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from low_rank_local_connectivity import models
 
@@ -45,6 +46,7 @@ def test_every_small_preset_shipped_is_covered():
 _PRESETS_CHILD = """
 import json, sys
 import numpy as np
+import pytest
 from low_rank_local_connectivity import trainer
 from low_rank_local_connectivity.configs import experiment
 for spec in json.loads(sys.argv[1]):
@@ -102,6 +104,7 @@ def test_sigkill_mid_step_on_the_default_model_resumes_bit_identical(tmp_path):
 _RESNET_CHILD = """
 import json, sys
 import numpy as np
+import pytest
 import keras
 import tensorflow as tf
 from low_rank_local_connectivity import models, trainer
@@ -147,3 +150,34 @@ def test_resnet50_lrlc_steps_on_tiny_inputs_are_bit_identical(tmp_path):
         np.testing.assert_array_equal(arrays[0][name], arrays[1][name])
     losses = [json.load(open(out + ".json")) for out in outs]
     assert losses[0] == losses[1] and losses[0][0] != losses[0][1]
+
+
+_LATE_DETERMINISM = """
+import tensorflow as tf
+from low_rank_local_connectivity import trainer
+tf.constant(1.0) + 1.0  # Starts TensorFlow's runtime with its default thread pools.
+try:
+    trainer.enable_determinism()
+except trainer.TrainerError as error:
+    print("error:", error)
+else:
+    print("enabled")
+"""
+
+
+@pytest.mark.parametrize("interop_env, expected", [
+    (None, "error: `config.train.deterministic=True` needs TensorFlow's inter-op"),
+    ("1", "enabled"),
+])
+def test_determinism_after_the_runtime_started_needs_one_interop_thread(
+    interop_env, expected
+):
+    env = _child_env()
+    env.pop("TF_NUM_INTEROP_THREADS", None)
+    if interop_env:
+        env["TF_NUM_INTEROP_THREADS"] = interop_env
+    result = subprocess.run([sys.executable, "-c", _LATE_DETERMINISM], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), result.stdout
