@@ -182,7 +182,9 @@ def _tfds_base_name(name):
 
 
 def _is_tfds_name(name):
-    return _tfds_base_name(name) in tfds.list_builders()
+    # Community datasets ('namespace:name') are not supported; listing them
+    # would refresh their index over the network.
+    return _tfds_base_name(name) in tfds.list_builders(with_community_datasets=False)
 
 
 def _unknown_name_error(name):

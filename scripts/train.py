@@ -1,32 +1,29 @@
 """Trains and evaluates an experiment in a model_dir (resumes if it exists).
 
-Usage:
+Usage (the preset after the colon is required):
 
     python scripts/train.py \
-        --config=low_rank_local_connectivity/configs/experiment.py:mnist_lrlc \
+        --config=low_rank_local_connectivity/configs/experiment.py:mnist_small_lrlc \
         --config.train.train_steps=600 \
-        --model_dir=runs/mnist_lrlc
+        --model_dir=runs/mnist_small_lrlc
 
 Any config field can be overridden with `--config.<field>=<value>` (see
-`low_rank_local_connectivity/configs/experiment.py`). Progress lines (step,
-loss, accuracy, examples/s, ETA) go to the log; results land in
-`<model_dir>/results.json`. Watch with `tensorboard --logdir <model_dir>`.
+`low_rank_local_connectivity/configs/experiment.py`); the presets of real
+datasets download them with `--config.dataset.download=True`. Progress lines
+(step, loss, accuracy, examples/s, ETA) go to the log; results land in
+`<model_dir>/results.json`. `--verbose` shows TensorFlow's own messages too.
 Exit status: 0 on success, 1 with a one-line `error:` message for an invalid
-config, missing or corrupted data, a NaN/Inf loss, a `model_dir` in use by
-another trainer, unreadable checkpoints or a failed write (see
-`trainer.TrainerError`).
+flag, preset or config, missing or corrupted data, a NaN/Inf loss, a
+`model_dir` in use by another trainer or holding another experiment,
+unreadable checkpoints or a failed write (see `trainer.TrainerError`).
 """
 
-import os
-import pathlib
+import re
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import _cli  # Before anything imports TensorFlow.
 
-try:
-    import low_rank_local_connectivity  # noqa: F401
-except ImportError:  # Run from a source checkout without `pip install -e .`.
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+_cli.start()
 
 from absl import app
 from absl import flags

@@ -800,9 +800,11 @@ def test_mnist_small_is_real_mnist_with_identical_preprocessing(shared_tfds_dir)
 
 
 def test_make_mnist_small_script_reproduces_the_embedded_file(
-    shared_tfds_dir, tmp_path
+    shared_tfds_dir, tmp_path, monkeypatch
 ):
-    path = data_provider.MNIST_SMALL_PATH.parents[2] / "scripts" / "make_mnist_small.py"
+    scripts = data_provider.MNIST_SMALL_PATH.parents[2] / "scripts"
+    monkeypatch.syspath_prepend(str(scripts))  # The script imports scripts/_cli.py.
+    path = scripts / "make_mnist_small.py"
     spec = importlib.util.spec_from_file_location("make_mnist_small", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
