@@ -68,10 +68,9 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     try:
         trainer.Trainer(_CONFIG.value, _MODEL_DIR.value).train_and_evaluate()
-    except (
-        TypeError, ValueError, data_provider.DataNotFoundError,
-        trainer.TrainerError,
-    ) as error:
+    except data_provider.DataNotFoundError as error:
+        sys.exit(f"error: {' '.join(str(error.named_for('--config.dataset.')).split())}")
+    except (TypeError, ValueError, trainer.TrainerError) as error:
         sys.exit(f"error: {' '.join(str(error).split())}")
 
 

@@ -624,10 +624,43 @@ def test_train_script_rejects_bad_overrides_with_one_line(tmp_path):
             cwd=tmp_path,
         )
         assert result.returncode == 1
-        errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
-        assert len(errors) == 1 and errors[0].startswith(message), result.stderr[-2000:]
-        assert result.stderr.rstrip().endswith(errors[0])
+        # One line and nothing else: no traceback, no TensorFlow messages.
+        assert len(result.stderr.splitlines()) == 1, result.stderr[-2000:]
+        assert re.match(".*".join(map(re.escape, fragments)), result.stderr), (
+            result.stderr)
     assert not (tmp_path / "run").exists()
+
+
+def test_train_script_names_the_data_flags_when_data_is_missing(tmp_path):
+    result = _run_script(
+        [str(REPO_ROOT / "scripts" / "train.py"),
+         f"--config={REPO_ROOT}/low_rank_local_connectivity/configs/"
+         "experiment.py:mnist_lrlc", f"--config.dataset.data_dir={tmp_path / 'tfds'}",
+         f"--model_dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()  # No TFDS warning before it.
+    assert line.startswith("error: Dataset 'mnist' (TFDS 'mnist', version 3.0.1) is "
+                           f"not prepared in data_dir '{tmp_path / 'tfds'}'")
+    for flag in ("--config.dataset.download is False",
+                 "1. --config.dataset.download=True (needs internet)",
+                 "2. --config.dataset.data_dir=<folder>",
+                 "3. --config.dataset.manual_dir=<folder>"):
+        assert flag in line
+    assert not (tmp_path / "run").exists() and not (tmp_path / "tfds").exists()
+
+
+def test_train_script_refuses_a_model_dir_of_another_experiment(small_run, tmp_path):
+    result = _run_script(
+        [str(REPO_ROOT / "scripts" / "train.py"),
+         f"--config={REPO_ROOT}/low_rank_local_connectivity/configs/"
+         "experiment.py:mnist_small_conv", f"--model_dir={small_run[2]}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {small_run[2]} holds a run of another experiment")
 
 
 def test_quickstart_script_prints_both_accuracies(tmp_path):
