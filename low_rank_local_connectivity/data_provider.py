@@ -11,7 +11,7 @@ Every dataset is served through one interface:
 - `preprocess_serving_images(name, images)` maps uint8 images that already have the
   preprocessed shape to the model's input scaling, inside an exported SavedModel.
 
-Dataset names (SPEC §4):
+Dataset names (docs/design.md §4):
 
 - 'mnist': TFDS mnist; train = train[8%:], valid = train[:8%], test = test; pixels
   in [-1, 1].

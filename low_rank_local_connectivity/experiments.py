@@ -1,7 +1,7 @@
 """The paper's experiment grid: declaration, runner, aggregation and plots.
 
-A grid cell is one training run of the simple network (SPEC §2) with one layer
-type at one block position, one rank and one seed:
+A grid cell is one training run of the simple network (docs/design.md §2) with one
+layer type at one block position, one rank and one seed:
 
 - layer types: 'conv', 'wide_conv', 'locally_connected', 'coord_conv', 'lrlc'
   (fixed combining weights, row + column factorised) and
@@ -245,8 +245,8 @@ class Cell:
 
 
 # Grids of the paper, per dataset. 'trans_mnist42' is the translated-MNIST
-# alignment experiment (SPEC §4 applied to MNIST): fixed vs input-dependent LRLC
-# with the convolution as reference.
+# alignment experiment (the translation of docs/design.md §4 applied to MNIST):
+# fixed vs input-dependent LRLC with the convolution as reference.
 GRIDS = {
     "mnist": Grid("mnist", "mnist"),
     "trans_mnist42": Grid(
