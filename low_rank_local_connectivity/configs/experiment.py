@@ -5,10 +5,12 @@ A preset is named `<dataset>_<model preset>`, e.g. `mnist_lrlc`,
 The dataset part selects the data and the training recipe; the model part is
 a preset of `low_rank_local_connectivity.models.get_model_config`.
 
-Use it from the command line with ml_collections' config flags:
+Use it from the command line with ml_collections' config flags; the preset
+after the colon is required:
 
     python scripts/train.py \
         --config=low_rank_local_connectivity/configs/experiment.py:mnist_lrlc \
+        --config.dataset.download=True \
         --config.train.train_steps=600 --model_dir=runs/mnist_lrlc
 
 Layout (every field has one meaning; `trainer.validate_config` checks values):
