@@ -822,7 +822,8 @@ def get_metadata(
         A `DatasetMetadata`.
 
     Raises:
-        DataNotFoundError: if the data is missing and may not be fetched.
+        DataNotFoundError: if the data is missing and may not, or could not,
+            be downloaded.
         TypeError, ValueError: for invalid arguments or unknown names.
     """
     spec = _resolve_spec(name, translate_to, image_size, value_range)
@@ -1012,7 +1013,8 @@ def make_dataset(
         mask float32 (b,)), b the per-replica batch size.
 
     Raises:
-        DataNotFoundError: if the data is missing and may not be fetched.
+        DataNotFoundError: if the data is missing and may not, or could not,
+            be downloaded.
         TypeError, ValueError: for invalid arguments or unknown names.
     """
     spec = _resolve_spec(name, translate_to, image_size, value_range)
