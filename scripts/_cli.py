@@ -107,15 +107,12 @@ def start():
 
     A source checkout also runs without `pip install -e .`: the repository is
     put on `sys.path` when the package is not installed.
-
-    Returns:
-        bool, whether the output is quiet.
     """
     if importlib.util.find_spec("low_rank_local_connectivity") is None:
         sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     if verbose_requested():
         os.environ[VERBOSE_ENV] = "1"  # Child processes too.
-        return False
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # TensorFlow logs its start-up notices, twice (two shared libraries), before
     # its log level applies; the CUDA probe of a CPU-only machine logs an error.
@@ -126,7 +123,6 @@ def start():
     drop_noise = _DropNoise(os.path.dirname(tf.__file__) + os.sep)
     for name in ("tensorflow", "absl"):  # TFDS and parts of TF log through absl.
         logging.getLogger(name).addFilter(drop_noise)
-    return True
 
 
 def tensorboard_hint(logdir):
