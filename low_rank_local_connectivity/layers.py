@@ -368,7 +368,7 @@ def _output_shape(batch, height, width, filters, data_format):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class InputDependentCombiningWeights(keras.layers.Layer):
-    """Predicts combining-weight logits for every example (SPEC §1).
+    """Predicts combining-weight logits for every example (docs/design.md §1).
 
     From a channels_last input x (B, H, W, C_in):
     1. z = 1x1 convolution to K channels (with bias);
@@ -1330,7 +1330,7 @@ class LocallyConnected2D(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class CoordinateChannels(keras.layers.Layer):
-    """Appends row and column coordinate channels (CoordConv, SPEC §2).
+    """Appends row and column coordinate channels (CoordConv, docs/design.md §2).
 
     The row channel holds linspace(-1, 1, H) along the height, the column channel
     linspace(-1, 1, W) along the width; they are appended after the input channels.

@@ -25,6 +25,12 @@ which writes the data files first and then atomically replaces the small
 `checkpoint` index file; an interrupted write therefore never becomes the
 latest checkpoint. The JSON files are written to a temporary file and renamed.
 
+A `model_dir` whose `config.json` has another model or dataset is refused
+(`ModelDirMismatchError`). Other changed fields are named in a warning, and a
+changed learning-rate schedule (e.g. a longer `train.train_steps` for a
+finished run) in a second one: the new schedule is followed from the restored
+step, not the old one continued (docs/design.md §5).
+
 What survives what (`scripts/fault_campaign.py` checks every case):
 
 - A crash or SIGKILL at any moment: the run resumes from the newest readable
@@ -117,6 +123,10 @@ class CheckpointCorruptedError(TrainerError):
 
 class InputDataError(TrainerError):
     """Raised when the input data cannot be read (e.g. a corrupted shard)."""
+
+
+class ModelDirMismatchError(TrainerError):
+    """Raised when a `model_dir` holds a run of another experiment."""
 
 
 # ----------------------------------------------------------------------------
@@ -1054,6 +1064,7 @@ class Trainer:
         self._sync_statistics = self._make_sync_statistics()
         self._writers = {}
         self._restored = {}
+        self._check_same_experiment()
         self.restore("latest")
 
     # -- Public API. --------------------------------------------------------
@@ -1782,18 +1793,91 @@ class Trainer:
                 )
         return best
 
-    def _write_config(self):
+    def _saved_config(self):
+        """The config.json of `model_dir` as a dict, or None."""
         path = os.path.join(self.model_dir, CONFIG_FILE)
-        text = self.config.to_json_best_effort(indent=2, sort_keys=True)
-        if tf.io.gfile.exists(path):
-            with tf.io.gfile.GFile(path) as f:
-                if f.read() != text:
-                    logging.warning(
-                        "The config differs from the one saved in %s; it is "
-                        "replaced (the checkpoint is resumed all the same).",
-                        path,
-                    )
-        _atomic_write_text(path, text)
+        if not tf.io.gfile.exists(path):
+            return None
+        with tf.io.gfile.GFile(path) as f:
+            return json.load(f)
+
+    def _check_same_experiment(self):
+        """Refuses a `model_dir` whose run has another model or dataset.
+
+        Its checkpoints could not be restored into this model (or would mix
+        two experiments' records).
+
+        Raises:
+            ModelDirMismatchError: naming both experiments and the fields.
+        """
+        saved = self._saved_config()
+        if saved is None:
+            return
+        changed = [
+            key for key, _, _ in _config_changes(saved, self._config_dict())
+            if key.startswith(_EXPERIMENT_FIELDS)
+        ]
+        if changed:
+            shown = ", ".join(changed[:4]) + (" ..." if len(changed) > 4 else "")
+            raise ModelDirMismatchError(
+                f"{self.model_dir} holds a run of another experiment: "
+                f"{saved.get('preset')!r} (its {CONFIG_FILE}), not "
+                f"{self.config.get('preset')!r}; they differ in {shown}. Use "
+                f"another model_dir, or delete {self.model_dir} to start afresh."
+            )
+
+    def _config_dict(self):
+        return json.loads(self.config.to_json_best_effort())
+
+    def _write_config(self):
+        """Writes config.json; says what changed since the saved one.
+
+        A changed learning-rate schedule (e.g. a longer `train.train_steps`
+        for a finished run) is not continued but recomputed: the warning
+        gives the rate at the restored step under both schedules.
+        """
+        path = os.path.join(self.model_dir, CONFIG_FILE)
+        saved = self._saved_config()
+        changes = [] if saved is None else _config_changes(saved, self._config_dict())
+        if changes:
+            logging.warning(
+                "The config differs from the one saved in %s (%s); it is "
+                "replaced and the checkpoint is resumed all the same.", path,
+                ", ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes),
+            )
+            step = self.step
+            before = float(create_learning_rate_schedule(
+                ml_collections.ConfigDict(saved["train"]))(step))
+            now = float(create_learning_rate_schedule(self.config.train)(step))
+            if not math.isclose(before, now, rel_tol=1e-6, abs_tol=1e-12):
+                logging.warning(
+                    "The learning-rate schedule changed: at step %d the rate is "
+                    "now %.3g instead of %.3g, and it follows the new schedule "
+                    "from there (it is not continued).", step, now, before,
+                )
+        _atomic_write_text(
+            path, self.config.to_json_best_effort(indent=2, sort_keys=True)
+        )
+
+
+# Config fields that make two runs different experiments (checkpoints of one
+# do not fit the other).
+_EXPERIMENT_FIELDS = (
+    "model.", "dataset.name", "dataset.translate_to", "dataset.image_size",
+    "dataset.value_range",
+)
+
+
+def _config_changes(saved, current, prefix=""):
+    """(dotted key, saved value, current value) of every differing field."""
+    changes = []
+    for key in sorted(saved.keys() | current.keys()):
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += _config_changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append((f"{prefix}{key}", old, new))
+    return changes
 
 
 def train_and_evaluate(config, model_dir, *, strategy=None):

@@ -2,7 +2,8 @@
 
 Oracles are independent of the code under test: `tf_keras.layers.LocallyConnected2D`
 (Keras 2's locally connected layer), `keras.layers.Conv2D`, TF1's
-`resize_bilinear(align_corners=True)` and NumPy re-implementations of SPEC §1.
+`resize_bilinear(align_corners=True)` and NumPy re-implementations of
+docs/design.md §1.
 """
 
 import math
