@@ -60,6 +60,17 @@ Layout (every field has one meaning; `trainer.validate_config` checks values):
     `seed + s` instead.
   - `deterministic` (bool): `tf.config.experimental.enable_op_determinism()`
     for bit-reproducible runs (slower; process-wide).
+
+Two optional fields are absent from the presets; `finetuning.finetune_config`
+sets them to fine-tune a finished run:
+
+- `init_from`: `model_dir` (a finished run) and `checkpoint` ('best',
+  'latest' or a checkpoint prefix). A new run starts from that checkpoint's
+  model weights (a fresh optimiser and step 0); a resumed run restores its
+  own checkpoint instead.
+- `model.convert`: keyword arguments of `convert.to_lrlc` (`spatial_rank`,
+  and e.g. `layers`, `input_dependent`, `basis_perturbation`, `seed`). The
+  model built from `model`, initialised from `init_from`, is then converted.
 """
 
 import ml_collections
