@@ -274,6 +274,25 @@ def test_nested_sequential_and_functional_models():
     _assert_same_function(outer, converted, images((2, 12, 12, 3)))
 
 
+class _Backbone(keras.Model):
+    """A functional model built by its own constructor, like KerasHub backbones."""
+
+    def __init__(self, filters, **kwargs):
+        inputs = keras.Input((10, 10, 3))
+        outputs = keras.layers.Conv2D(filters, 3, name="conv")(inputs)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.filters = filters
+
+
+def test_functional_subclass_with_its_own_constructor_becomes_functional():
+    model = _Backbone(4)
+    _randomize(model)
+    converted = convert.to_lrlc(model, 2)
+    assert not isinstance(converted, _Backbone) and isinstance(converted, keras.Model)
+    assert isinstance(converted.get_layer("conv"), LRLC)
+    _assert_same_function(model, converted, images((2, 10, 10, 3)))
+
+
 def test_keras_applications_resnet50_stage5():
     model = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3),
                                         include_top=False, pooling="avg")
