@@ -9,7 +9,9 @@ fine-tunes it like any other run: resumable, with its own checkpoints and export
 it trains a base convolutional network, then fine-tunes it for the same number of
 steps once as it is ('conv': continuing to train the convolution) and once per
 converted variant, and `write_results` reports the test accuracies (mean ±
-standard error over seeds, and the paired gain of each variant over 'conv').
+standard error over seeds, and the paired gain of each variant over 'conv'). A
+gain is called separable when it exceeds twice its standard error, and not
+separable otherwise.
 """
 
 import csv

@@ -9,10 +9,11 @@ results.csv, results.json and results.md (test accuracy mean ± standard error
 over seeds, and the paired gain over 'conv') to `--results_dir`. Finished runs
 in `--output_dir` are reused and interrupted ones resume.
 
-Usage (the README's table, on real MNIST):
+Usage (the README's table, on real MNIST; $MNIST_TFDS_DIR is a prepared TFDS
+data_dir holding `mnist`):
 
     python scripts/conversion_experiment.py --dataset=mnist \
-        --data_dir=../shared/data/tensorflow_datasets --seeds=0,1,2 \
+        --data_dir=$MNIST_TFDS_DIR --seeds=0,1,2 \
         --base_steps=400 --finetune_steps=200 --output_dir=runs/conversion \
         --results_dir=docs/results/conversion
 
