@@ -38,7 +38,6 @@ SAVED_MODEL_DIR = "saved_model"
 KERAS_FILE = "model.keras"
 SERVING_METADATA_FILE = "serving_metadata.json"
 SERVING_SIGNATURE = "serving_default"
-CHECKPOINTS = ("best", "latest")
 
 
 class _ServingModule(tf.Module):
@@ -171,32 +170,8 @@ def load_serving_function(export_dir):
     return serve_checked
 
 
-def checkpoint_path(model_dir, checkpoint="best"):
-    """Resolves the checkpoint of a run to export.
-
-    Args:
-        model_dir: str, a run directory written by the trainer.
-        checkpoint: 'best' (best validation accuracy), 'latest', or an explicit
-            checkpoint prefix path.
-
-    Returns:
-        str, the checkpoint prefix.
-
-    Raises:
-        ValueError: if there is no such checkpoint.
-    """
-    if checkpoint in CHECKPOINTS:
-        subdir = trainer.BEST_DIR if checkpoint == "best" else trainer.CHECKPOINT_DIR
-        path = tf.train.latest_checkpoint(os.path.join(model_dir, subdir))
-    else:
-        path = checkpoint if tf.io.gfile.exists(f"{checkpoint}.index") else None
-    if path is None:
-        raise ValueError(
-            f"Invalid value for argument `checkpoint`. Expected one of "
-            f"{CHECKPOINTS} (existing in {model_dir!r}) or a checkpoint prefix. "
-            f"Received: {checkpoint!r}"
-        )
-    return path
+# Resolves `checkpoint` for `load_model` and `export_model`.
+checkpoint_path = trainer.checkpoint_path
 
 
 def load_model(model_dir, checkpoint="best"):
@@ -213,13 +188,9 @@ def load_model(model_dir, checkpoint="best"):
         A tuple (keras.Model, resolved config, checkpoint path, step).
     """
     config = trainer.load_config(model_dir)
-    path = checkpoint_path(model_dir, checkpoint)
     model = models.build_model(config.model)
-    step = tf.Variable(0, dtype=tf.int64)
-    tf.train.Checkpoint(model=model, global_step=step).read(
-        path
-    ).expect_partial().assert_existing_objects_matched()
-    return model, config, path, int(step.numpy())
+    path, step = trainer.restore_model(model, model_dir, checkpoint)
+    return model, config, path, step
 
 
 def export_model(model_dir, export_dir, *, checkpoint="best"):

@@ -60,6 +60,7 @@ optimisers, slots included).
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -83,6 +84,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 EVAL_SPLITS = ("valid", "test")
+CHECKPOINTS = ("best", "latest")
 
 CONFIG_FILE = "config.json"
 METADATA_FILE = "metadata.json"
@@ -235,6 +237,12 @@ def validate_config(config):
             f"one of {STRATEGIES}")
     _expect(train.mixed_precision in PRECISIONS, "train.mixed_precision",
             train.mixed_precision, f"one of {PRECISIONS}")
+    init_from = config.get("init_from")
+    if init_from is not None:
+        for field in ("model_dir", "checkpoint"):
+            value = init_from.get(field)
+            _expect(isinstance(value, str) and value, f"init_from.{field}", value,
+                    "a non-empty string")
 
 
 # ----------------------------------------------------------------------------
@@ -513,20 +521,89 @@ def resolve_model_config(config, metadata):
         )
 
 
-def build_model(config, metadata):
+def build_model(config, metadata, init_from=None):
     """Builds the Keras model of an experiment config.
 
     Args:
         config: experiment ConfigDict; `num_classes` / `input_shape` of its
             model section are filled from `metadata` when None.
         metadata: `data_provider.DatasetMetadata`.
+        init_from: optional mapping with `model_dir` and `checkpoint` (see
+            `checkpoint_path`): the model is initialised from that run's
+            checkpoint, before `model.convert` converts it.
 
     Returns:
         A `keras.Model` built with the dtype policy `train.mixed_precision`.
+
+    Raises:
+        ValueError: if the `init_from` checkpoint does not exist or does not
+            match the model.
     """
     resolve_model_config(config, metadata)
+    initialize = None
+    if init_from is not None:
+        initialize = functools.partial(
+            restore_model, model_dir=init_from["model_dir"],
+            checkpoint=init_from["checkpoint"],
+        )
     with _dtype_policy(config.train.mixed_precision):
-        return models.build_model(config.model)
+        return models.build_model(config.model, initialize=initialize)
+
+
+def checkpoint_path(model_dir, checkpoint="best"):
+    """Resolves a checkpoint of a run.
+
+    Args:
+        model_dir: str, a run directory written by the trainer.
+        checkpoint: 'best' (best validation accuracy), 'latest', or an explicit
+            checkpoint prefix path.
+
+    Returns:
+        str, the checkpoint prefix.
+
+    Raises:
+        ValueError: if there is no such checkpoint.
+    """
+    if checkpoint in CHECKPOINTS:
+        subdir = BEST_DIR if checkpoint == "best" else CHECKPOINT_DIR
+        path = tf.train.latest_checkpoint(os.path.join(model_dir, subdir))
+    else:
+        path = checkpoint if tf.io.gfile.exists(f"{checkpoint}.index") else None
+    if path is None:
+        raise ValueError(
+            f"Invalid value for argument `checkpoint`. Expected one of "
+            f"{CHECKPOINTS} (existing in {model_dir!r}) or a checkpoint prefix. "
+            f"Received: {checkpoint!r}"
+        )
+    return path
+
+
+def restore_model(model, model_dir, checkpoint="best"):
+    """Restores the model weights of a run's checkpoint into `model`.
+
+    Args:
+        model: a `keras.Model` of the run's architecture.
+        model_dir, checkpoint: see `checkpoint_path`.
+
+    Returns:
+        A tuple (checkpoint path, step).
+
+    Raises:
+        ValueError: if there is no such checkpoint, or it does not hold the
+            weights of `model`.
+    """
+    path = checkpoint_path(model_dir, checkpoint)
+    step = tf.Variable(0, dtype=tf.int64)
+    try:
+        tf.train.Checkpoint(model=model, global_step=step).read(
+            path
+        ).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError) as error:
+        raise ValueError(
+            f"The checkpoint {path} does not match model {model.name!r}: "
+            f"{_one_line(error)}"
+        ) from None
+    return path, int(step.numpy())
 
 
 def count_parameters(model):
@@ -959,8 +1036,10 @@ class Trainer:
     Construction validates the config, creates (or takes) the strategy,
     seeds Python, NumPy and TensorFlow (`keras.utils.set_random_seed(seed)`),
     builds the model and optimiser under the strategy and restores the latest
-    checkpoint of `model_dir` if there is one. The training input pipeline is
-    built when training starts, positioned at the restored step.
+    checkpoint of `model_dir` if there is one; a new run with
+    `config.init_from` starts from the model weights of that run instead
+    (`build_model`). The training input pipeline is built when training
+    starts, positioned at the restored step.
 
     Args:
         config: experiment `ml_collections.ConfigDict`
@@ -1035,8 +1114,12 @@ class Trainer:
         self._loss_scaling = train.mixed_precision == "mixed_float16"
 
         keras.utils.set_random_seed(self.config.seed)
+        # `init_from` only starts a run: a resumed run restores its own checkpoint.
+        init_from = self.config.get("init_from")
+        if _checkpoint_candidates(os.path.join(self.model_dir, CHECKPOINT_DIR)):
+            init_from = None
         with self.strategy.scope():
-            self.model = build_model(self.config, self.metadata)
+            self.model = build_model(self.config, self.metadata, init_from)
             self.optimizer = create_optimizer(train)
             self.optimizer.exclude_from_weight_decay(
                 var_list=[v for v in self.model.trainable_variables

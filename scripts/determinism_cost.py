@@ -14,6 +14,10 @@ import subprocess
 import sys
 import tempfile
 
+import _cli  # Before anything imports TensorFlow.
+
+_cli.start()
+
 from absl import app
 from absl import flags
 

@@ -64,6 +64,17 @@ Layout (every field has one meaning; `trainer.validate_config` checks values):
     deterministic kernels, and one kernel at a time; process-wide, and it must be
     set before the process runs its first TensorFlow op). False (default): faster,
     and runs agree only to float round-off.
+
+Two optional fields are absent from the presets; `finetuning.finetune_config`
+sets them to fine-tune a finished run:
+
+- `init_from`: `model_dir` (a finished run) and `checkpoint` ('best',
+  'latest' or a checkpoint prefix). A new run starts from that checkpoint's
+  model weights (a fresh optimiser and step 0); a resumed run restores its
+  own checkpoint instead.
+- `model.convert`: keyword arguments of `convert.to_lrlc` (`spatial_rank`,
+  and e.g. `layers`, `input_dependent`, `basis_perturbation`, `seed`). The
+  model built from `model`, initialised from `init_from`, is then converted.
 """
 
 import difflib
