@@ -759,10 +759,10 @@ class LowRankLocallyConnected2D(keras.layers.Layer):
     def _check_spatial_size(self, input_shape, height, width):
         out_height, out_width = self._output_spatial_shape(height, width)
         needs = (
-            ("height", height, out_height, self._weights_vary_along_rows),
-            ("width", width, out_width, self._weights_vary_along_cols),
+            ("height", "row", height, out_height, self._weights_vary_along_rows),
+            ("width", "column", width, out_width, self._weights_vary_along_cols),
         )
-        for axis, size, out_size, needed in needs:
+        for axis, line, size, out_size, needed in needs:
             if size is None and (needed or self.input_dependent):
                 raise ValueError(
                     f"`{type(self).__name__}` needs the input {axis} at build time: "
@@ -770,7 +770,7 @@ class LowRankLocallyConnected2D(keras.layers.Layer):
                     f"{self.share_row_combining_weights}, "
                     f"share_col_combining_weights={self.share_col_combining_weights}"
                     f", input_dependent={self.input_dependent}) and spatial bias "
-                    f"have one entry per output {axis[0:3]}. Received "
+                    f"have one entry per output {line}. Received "
                     f"input_shape={tuple(input_shape)}. Give the model a fixed "
                     "input size, or share the weights along this axis only."
                 )

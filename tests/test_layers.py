@@ -630,8 +630,8 @@ def test_construction_errors(kwargs, match):
     "mode,input_shape,match",
     [
         ("row_col", (None, 8, 8, None), r"channel dimension.*must be defined"),
-        ("row_col", (None, None, 8, 3), r"needs the input height"),
-        ("row_col", (None, 8, None, 3), r"needs the input width"),
+        ("row_col", (None, None, 8, 3), r"needs the input height.*one entry per output row\."),
+        ("row_col", (None, 8, None, 3), r"needs the input width.*one entry per output column\."),
         ("row_only", (None, None, 8, 3), r"needs the input height"),
         ("col_only", (None, 8, None, 3), r"needs the input width"),
         ("full", (None, 8, None, 3), r"needs the input width"),
