@@ -11,7 +11,7 @@ Every dataset is served through one interface:
 - `preprocess_serving_images(name, images)` maps uint8 images that already have the
   preprocessed shape to the model's input scaling, inside an exported SavedModel.
 
-Dataset names (SPEC §4):
+Dataset names (docs/design.md §4):
 
 - 'mnist': TFDS mnist; train = train[8%:], valid = train[:8%], test = test; pixels
   in [-1, 1].
@@ -40,10 +40,12 @@ Dataset names (SPEC §4):
 
 Missing TFDS data fails fast with `DataNotFoundError`, before TFDS can start its
 minutes-long download retries: the prepared files are looked up in `data_dir` first,
-and TFDS is asked to download only when `download=True`, or to prepare from
-`manual_dir` only when every original file is present there.
+and TFDS is asked to download only when `download=True` and the download hosts
+answer (`downloads.unreachable_host`), or to prepare from `manual_dir` only when
+every original file is present there. A failed download leaves no partial files.
 """
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -55,6 +57,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from low_rank_local_connectivity import downloads
 
 SPLITS = ("train", "valid", "test")
 
@@ -85,7 +89,22 @@ _TRANSLATE_PREFIX = "trans_"
 
 
 class DataNotFoundError(FileNotFoundError):
-    """The dataset is neither prepared in `data_dir` nor allowed to be fetched."""
+    """The dataset is not prepared in `data_dir` and may not or could not be fetched.
+
+    The message names the options as arguments of `make_dataset`
+    (`download=True`); `named_for(prefix)` returns the same error with them
+    named for another interface, e.g. '--config.dataset.' for scripts/train.py.
+    """
+
+    def __init__(self, message, render=None):
+        super().__init__(message)
+        self._render = render
+
+    def named_for(self, prefix):
+        """This error with its options named `<prefix><option>`."""
+        if self._render is None:
+            return self
+        return DataNotFoundError(self._render(prefix), self._render)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +201,9 @@ def _tfds_base_name(name):
 
 
 def _is_tfds_name(name):
-    return _tfds_base_name(name) in tfds.list_builders()
+    # Community datasets ('namespace:name') are not supported; listing them
+    # would refresh their index over the network.
+    return _tfds_base_name(name) in tfds.list_builders(with_community_datasets=False)
 
 
 def _unknown_name_error(name):
@@ -312,31 +333,20 @@ def _original_file_names(builder):
     return sorted(set(names))
 
 
-def _missing_data_message(builder, name, data_dir, manual_dir, missing_files=()):
-    tfds_name = builder.name
-    version_dir = f"{tfds_name}/{builder.version}"
+def _ways_to_provide(builder, option):
+    """How to provide a TFDS dataset, options named `<option><name>`."""
     files = _original_file_names(builder)
     lines = [
-        f"Dataset {name!r} (TFDS {tfds_name!r}, version {builder.version}) is not "
-        f"prepared in data_dir {str(builder.data_dir_root)!r} "
-        f"(searched {str(builder.data_dir)!r}; data_dir argument: {data_dir!r}), "
-        "and download=False.",
-    ]
-    if missing_files:
-        lines.append(
-            f"manual_dir {str(manual_dir)!r} lacks the original files: "
-            f"{', '.join(missing_files)}."
-        )
-    lines += [
         "Provide it in one of three ways:",
-        "  1. download=True (needs internet): TFDS downloads and prepares it into "
-        "data_dir.",
-        f"  2. data_dir=<folder>: a prepared TFDS data_dir containing {version_dir}/ "
-        f"(e.g. made by `tfds build {tfds_name}` on a machine with internet and "
-        "copied over); the TFDS_DATA_DIR environment variable sets the default.",
-        "  3. manual_dir=<folder>: a folder with the original files"
+        f"  1. {option}download=True (needs internet): TFDS downloads and "
+        "prepares it into the data_dir.",
+        f"  2. {option}data_dir=<folder>: a prepared TFDS data_dir containing "
+        f"{builder.name}/{builder.version}/ (e.g. made by `tfds build "
+        f"{builder.name}` on a machine with internet and copied over); the "
+        "TFDS_DATA_DIR environment variable sets the default.",
+        f"  3. {option}manual_dir=<folder>: a folder with the original files"
         + (f" ({', '.join(files)})" if files else "")
-        + "; TFDS prepares them into data_dir without network.",
+        + "; TFDS prepares them into the data_dir without network.",
     ]
     if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
         lines.append(
@@ -344,14 +354,30 @@ def _missing_data_message(builder, name, data_dir, manual_dir, missing_files=())
             + " ".join(str(builder.MANUAL_DOWNLOAD_INSTRUCTIONS).split())
         )
     lines.append(
-        "For an offline start without any download, use the embedded dataset "
-        "'mnist_small'."
+        "The embedded dataset 'mnist_small' (experiment presets mnist_small_*) "
+        "needs no download."
     )
-    return "\n".join(lines)
+    return lines
+
+
+def _data_error(builder, problem):
+    """A `DataNotFoundError`: `problem(option_prefix)`, then the ways out."""
+
+    def render(option):
+        return "\n".join([problem(option), *_ways_to_provide(builder, option)])
+
+    return DataNotFoundError(render(""), render)
+
+
+_DOWNLOAD_ERRORS = (OSError, tfds.download.DownloadError)
 
 
 def _prepared_builder(tfds_name, name, data_dir, download, manual_dir):
     """Returns a TFDS builder whose data is prepared, or fails fast.
+
+    With `download`, the download hosts must answer within seconds (TFDS
+    would retry for minutes); a download that fails anyway has its partial
+    files removed from the data_dir.
 
     Args:
         tfds_name: str, TFDS name (optionally with config and version).
@@ -365,31 +391,62 @@ def _prepared_builder(tfds_name, name, data_dir, download, manual_dir):
 
     Raises:
         DataNotFoundError: if the data is not prepared, `download` is False and
-            `manual_dir` does not hold every original file.
+            `manual_dir` does not hold every original file; or if the download
+            hosts do not answer, or downloading or preparing fails.
     """
     builder = tfds.builder(tfds_name, data_dir=data_dir)
     if builder.is_prepared():
         return builder
+    about = f"Dataset {name!r} (TFDS {builder.name!r}, version {builder.version})"
+    root = str(builder.data_dir_root)
     if not download:
-        if manual_dir is None:
-            raise DataNotFoundError(
-                _missing_data_message(builder, name, data_dir, manual_dir)
-            )
-        manual_path = pathlib.Path(manual_dir).expanduser()
-        missing = [
-            filename
-            for filename in _original_file_names(builder)
-            if not (manual_path / filename).exists()
-        ]
-        if missing or not manual_path.is_dir():
-            raise DataNotFoundError(
-                _missing_data_message(
-                    builder, name, data_dir, manual_dir, missing or ["(folder)"]
+        missing = []
+        if manual_dir is not None:
+            manual_path = pathlib.Path(manual_dir).expanduser()
+            missing = [
+                filename
+                for filename in _original_file_names(builder)
+                if not (manual_path / filename).exists()
+            ]
+            if not manual_path.is_dir():
+                missing = ["(folder)"]
+        if manual_dir is None or missing:
+
+            def problem(option):
+                text = (
+                    f"{about} is not prepared in data_dir {root!r} (searched "
+                    f"{str(builder.data_dir)!r}), and {option}download is False."
                 )
-            )
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+                if missing:
+                    text += (
+                        f" {option}manual_dir {str(manual_dir)!r} lacks the "
+                        f"original files: {', '.join(missing)}."
+                    )
+                return text
+
+            raise _data_error(builder, problem)
+    else:
+        unreachable = downloads.unreachable_host(builder.url_infos or {})
+        if unreachable is not None:
+            raise _data_error(builder, lambda option: (
+                f"{about} cannot be downloaded: {unreachable[0]} does not answer "
+                f"({unreachable[1]}). Nothing was written to data_dir {root!r}."
+            ))
+    cleanup = (
+        contextlib.nullcontext() if "://" in root
+        else downloads.removed_on_failure(root, (builder.name, "downloads"))
     )
+    try:
+        with cleanup:
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+            )
+    except _DOWNLOAD_ERRORS as error:
+        cause = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+        raise _data_error(builder, lambda option: (
+            f"{about} could not be downloaded and prepared into data_dir "
+            f"{root!r} ({cause}); its partial files were removed."
+        )) from error
     return builder
 
 
@@ -558,7 +615,7 @@ def translate_to_canvas(image, canvas_size, seed, value_range=(0.0, 1.0)):
     corner lands at row N - h - o_y and column N - w - o_x with o_y, o_x uniform in
     {0, ..., N-h-1} and {0, ..., N-w-1}: the image always lies fully inside the
     canvas. Every canvas pixel outside the image is independent uniform noise
-    lo + (hi - lo) * U[0, 1): Uniform[0, 1) in the [0, 1] convention of the SPEC,
+    lo + (hi - lo) * U[0, 1): Uniform[0, 1) in the [0, 1] pixel convention,
     mapped to the preprocessed `value_range` like the pixels are, so it is
     Uniform[0, 1) for CelebA and Uniform[-1, 1) for MNIST in [-1, 1].
 
@@ -765,7 +822,8 @@ def get_metadata(
         A `DatasetMetadata`.
 
     Raises:
-        DataNotFoundError: if the data is missing and may not be fetched.
+        DataNotFoundError: if the data is missing and may not, or could not,
+            be downloaded.
         TypeError, ValueError: for invalid arguments or unknown names.
     """
     spec = _resolve_spec(name, translate_to, image_size, value_range)
@@ -955,7 +1013,8 @@ def make_dataset(
         mask float32 (b,)), b the per-replica batch size.
 
     Raises:
-        DataNotFoundError: if the data is missing and may not be fetched.
+        DataNotFoundError: if the data is missing and may not, or could not,
+            be downloaded.
         TypeError, ValueError: for invalid arguments or unknown names.
     """
     spec = _resolve_spec(name, translate_to, image_size, value_range)

@@ -110,13 +110,14 @@ def _remove_stale_staging(export_dir):
 
 
 def load_serving_function(export_dir):
-    """Loads the serving signature of an export, refusing wrong dtypes.
+    """Loads the serving signature of an export, refusing anything but its input.
 
     `tf.saved_model.load(...).signatures[...]` casts NumPy arrays and Python
     lists to the signature's dtype without a check (float 0.7 becomes uint8
-    0, 300 wraps to 44). The function returned here converts its input with
-    its own dtype, so that the signature refuses anything but uint8; shapes
-    are checked by the signature itself.
+    0, 300 wraps to 44), and reports a wrong shape as a long binding error.
+    The function returned here checks its input first: anything but uint8
+    pixels of shape (batch, *input_shape) raises an error of one line that
+    says what was expected and how to convert the usual mistakes.
 
     Args:
         export_dir: str, a directory written by `export_model`.
@@ -127,22 +128,42 @@ def load_serving_function(export_dir):
     Raises:
         ValueError: if `export_dir` holds no complete export.
     """
-    if not tf.io.gfile.exists(os.path.join(export_dir, SERVING_METADATA_FILE)):
+    metadata_path = os.path.join(export_dir, SERVING_METADATA_FILE)
+    if not tf.io.gfile.exists(metadata_path):
         raise ValueError(
             "Invalid value for argument `export_dir`. Expected a directory "
             f"with a complete export ({SERVING_METADATA_FILE} is written "
             f"last). Received: {export_dir!r}"
         )
+    with tf.io.gfile.GFile(metadata_path) as f:
+        image_shape = tuple(json.load(f)["input_shape"])
     serve = tf.saved_model.load(
         os.path.join(export_dir, SAVED_MODEL_DIR)
     ).signatures[SERVING_SIGNATURE]
+    expected = f"(batch, {', '.join(map(str, image_shape))})"
 
     def serve_checked(images):
         images = tf.convert_to_tensor(images)
         if images.dtype != tf.uint8:
+            hint = (
+                " Convert floats in [0, 1] with (images * 255).round()"
+                ".astype('uint8')." if images.dtype.is_floating else ""
+            )
             raise TypeError(
                 "Invalid dtype for argument `images`. Expected uint8 pixels. "
-                f"Received: {images.dtype.name}"
+                f"Received: {images.dtype.name}. The export takes raw pixels "
+                f"in [0, 255] of shape {expected}.{hint}"
+            )
+        shape = tuple(images.shape)
+        if shape[1:] != image_shape:
+            hint = ""
+            if shape == image_shape:
+                hint = " Add the batch axis: images[None]."
+            elif shape[1:] == image_shape[:-1] and image_shape[-1] == 1:
+                hint = " Add the channel axis: images[..., None]."
+            raise ValueError(
+                f"Invalid shape for argument `images`. Expected {expected}. "
+                f"Received: {shape}.{hint}"
             )
         return serve(images=images)
 

@@ -342,7 +342,7 @@ def _output_shape(batch, height, width, filters, data_format):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class InputDependentCombiningWeights(keras.layers.Layer):
-    """Predicts combining-weight logits for every example (SPEC §1).
+    """Predicts combining-weight logits for every example (docs/design.md §1).
 
     From a channels_last input x (B, H, W, C_in):
     1. z = 1x1 convolution to K channels (with bias);
@@ -733,10 +733,10 @@ class LowRankLocallyConnected2D(keras.layers.Layer):
     def _check_spatial_size(self, input_shape, height, width):
         out_height, out_width = self._output_spatial_shape(height, width)
         needs = (
-            ("height", height, out_height, self._weights_vary_along_rows),
-            ("width", width, out_width, self._weights_vary_along_cols),
+            ("height", "row", height, out_height, self._weights_vary_along_rows),
+            ("width", "column", width, out_width, self._weights_vary_along_cols),
         )
-        for axis, size, out_size, needed in needs:
+        for axis, line, size, out_size, needed in needs:
             if size is None and (needed or self.input_dependent):
                 raise ValueError(
                     f"`{type(self).__name__}` needs the input {axis} at build time: "
@@ -744,7 +744,7 @@ class LowRankLocallyConnected2D(keras.layers.Layer):
                     f"{self.share_row_combining_weights}, "
                     f"share_col_combining_weights={self.share_col_combining_weights}"
                     f", input_dependent={self.input_dependent}) and spatial bias "
-                    f"have one entry per output {axis[0:3]}. Received "
+                    f"have one entry per output {line}. Received "
                     f"input_shape={tuple(input_shape)}. Give the model a fixed "
                     "input size, or share the weights along this axis only."
                 )
@@ -1304,7 +1304,7 @@ class LocallyConnected2D(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class CoordinateChannels(keras.layers.Layer):
-    """Appends row and column coordinate channels (CoordConv, SPEC §2).
+    """Appends row and column coordinate channels (CoordConv, docs/design.md §2).
 
     The row channel holds linspace(-1, 1, H) along the height, the column channel
     linspace(-1, 1, W) along the width; they are appended after the input channels.

@@ -30,6 +30,10 @@ import pathlib
 import statistics
 import time
 
+import _cli  # Before anything imports TensorFlow.
+
+_cli.start()
+
 from absl import app
 from absl import flags
 from absl import logging

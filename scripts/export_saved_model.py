@@ -2,21 +2,21 @@
 
 Usage:
 
-    python scripts/export_saved_model.py --model_dir=runs/mnist_lrlc \
-        --export_dir=runs/mnist_lrlc/export --checkpoint=best
+    python scripts/export_saved_model.py --model_dir=runs/mnist_small_lrlc \
+        --export_dir=runs/mnist_small_lrlc/export --checkpoint=best
 
-Serve it without this package:
+Serve it (uint8 pixels of shape (batch, 28, 28, 1) for the MNIST presets):
 
-    import tensorflow as tf
-    serve = tf.saved_model.load("runs/mnist_lrlc/export/saved_model") \
-        .signatures["serving_default"]
-    outputs = serve(images=uint8_images)  # (batch, 28, 28, 1) uint8
+    from low_rank_local_connectivity import export
+    serve = export.load_serving_function("runs/mnist_small_lrlc/export")
+    outputs = serve(uint8_images)
     outputs["probabilities"], outputs["classes"]
 
-The signature refuses tensors of another dtype, rank or image size. NumPy
-arrays and lists are cast to uint8 by TensorFlow before the signature sees
-them (0.7 becomes 0); `export.load_serving_function(export_dir)` refuses
-them instead.
+`load_serving_function` refuses any other dtype or shape in one line. Clients
+with only TensorFlow call the `serving_default` signature of
+`tf.saved_model.load(".../export/saved_model")` with a tf.uint8 tensor: the
+signature refuses tensors of another dtype, rank or image size, but TensorFlow
+casts NumPy arrays and lists to uint8 before it sees them (0.7 becomes 0).
 Exit status: 0 on success, 1 with a one-line `error:` message.
 """
 
@@ -24,7 +24,9 @@ import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import _cli  # Before anything imports TensorFlow.
+
+_cli.start()
 
 from absl import app
 from absl import flags

@@ -20,28 +20,39 @@ this script again on the same MNIST reproduces the same bytes and sha256.
 
 MNIST: Yann LeCun and Corinna Cortes, licensed CC BY-SA 3.0.
 
-Usage (from the repository root):
+Usage (from the repository root), with MNIST prepared in a TFDS data_dir (for
+example by a first training run with `--config.dataset.download=True`, which
+puts it in TFDS's default data_dir, `~/tensorflow_datasets`):
 
-    python scripts/make_mnist_small.py \
-        --tfds_data_dir=../shared/data/tensorflow_datasets \
-        --output=low_rank_local_connectivity/data/mnist_small.npz
+    python scripts/make_mnist_small.py --output=/tmp/mnist_small.npz
+    python scripts/make_mnist_small.py --tfds_data_dir=<data_dir> --output=...
+
+Exit status: 0 on success, 1 with a one-line `error:` message when the data_dir
+does not hold MNIST.
 """
 
 import hashlib
 import pathlib
+import sys
 import zipfile
+
+import _cli  # Before anything imports TensorFlow.
+
+_cli.start()
 
 from absl import app
 from absl import flags
 import numpy as np
 import tensorflow_datasets as tfds
 
+from low_rank_local_connectivity import data_provider
+
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 _TFDS_DATA_DIR = flags.DEFINE_string(
-    "tfds_data_dir",
-    str(_REPO_ROOT.parent / "shared" / "data" / "tensorflow_datasets"),
-    "Prepared TFDS data_dir that contains mnist/3.0.1.",
+    "tfds_data_dir", None,
+    "Prepared TFDS data_dir that contains mnist/3.0.1 (default: TFDS's own, "
+    "~/tensorflow_datasets or $TFDS_DATA_DIR).",
 )
 _OUTPUT = flags.DEFINE_string(
     "output",
@@ -137,7 +148,12 @@ def build_arrays(tfds_data_dir, seed):
 
 
 def main(argv):
-    del argv  # Unused.
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        data_provider.get_metadata("mnist", data_dir=_TFDS_DATA_DIR.value)
+    except data_provider.DataNotFoundError as error:
+        sys.exit(f"error: {' '.join(str(error).split())}")
     arrays = build_arrays(_TFDS_DATA_DIR.value, _SEED.value)
     output = pathlib.Path(_OUTPUT.value)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,9 @@ Usage:
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import _cli  # Before anything imports TensorFlow.
+
+_cli.start()
 
 from absl import app
 from absl import flags
@@ -47,8 +49,8 @@ def main(argv):
         print(f"Training {preset} in {model_dir} ...", flush=True)
         try:
             results = trainer.train_and_evaluate(config, model_dir)
-        except (TypeError, ValueError) as error:
-            sys.exit(f"error: {error}")
+        except (TypeError, ValueError, trainer.TrainerError) as error:
+            sys.exit(f"error: {' '.join(str(error).split())}")
         rows.append((preset, results))
     print()
     print(f"{'experiment':<20} {'parameters':>10} {'steps':>6} "
@@ -60,7 +62,7 @@ def main(argv):
             f"{results['best_valid']['metrics']['accuracy']:>9.4f} "
             f"{results['test']['accuracy']:>8.4f}"
         )
-    print(f"\nTensorBoard: tensorboard --logdir {_MODEL_DIR.value}")
+    print(f"\n{_cli.tensorboard_hint(_MODEL_DIR.value)}")
 
 
 if __name__ == "__main__":

@@ -8,12 +8,15 @@ accuracy_vs_rank_<dataset>.png) are written to `--results_dir` (default
 
 Examples:
 
-    # A tiny grid on the embedded MNIST subset (minutes on 2 CPU cores).
+    # A smoke test: a tiny grid on the embedded MNIST subset (minutes on 2
+    # CPU cores); it checks that everything runs, its numbers are no result.
     python scripts/reproduce_paper.py --preset=quick --output_dir=runs/quick
 
-    # The layer-position-2 MNIST grid of docs/results, on real MNIST.
+    # The layer-position-2 MNIST grid of docs/results, on real MNIST (in a
+    # prepared TFDS data_dir; a first `scripts/train.py` run with
+    # --config.dataset.download=True puts it in ~/tensorflow_datasets).
     python scripts/reproduce_paper.py --dataset=mnist \
-        --data_dir=../shared/data/tensorflow_datasets --positions=2 \
+        --data_dir=$HOME/tensorflow_datasets --positions=2 \
         --ranks=1,2,4,8 --seeds=0,1,2 --train_steps=600 --parallel=2 \
         --output_dir=runs/paper --results_dir=docs/results
 
@@ -24,10 +27,11 @@ Examples:
         --output_dir=/shared/runs
 """
 
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import _cli  # Before anything imports TensorFlow.
+
+_cli.start()
 
 from absl import app
 from absl import flags
@@ -37,7 +41,7 @@ from low_rank_local_connectivity import experiments
 
 _PRESET = flags.DEFINE_enum(
     "preset", "paper", experiments.PRESETS,
-    "'paper': the grid of --dataset; 'quick': a tiny grid on mnist_small.",
+    "'paper': the grid of --dataset; 'quick': a smoke test, a tiny grid on mnist_small.",
 )
 _DATASET = flags.DEFINE_enum(
     "dataset", "mnist", tuple(experiments.GRIDS),
@@ -95,6 +99,9 @@ def _ints(name, values):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    smoke_test = _PRESET.value == "quick"
+    if smoke_test:
+        print(experiments.SMOKE_TEST_NOTE, flush=True)
     if not _AGGREGATE_ONLY.value:
         try:
             grid = experiments.get_grid(
@@ -137,6 +144,8 @@ def main(argv):
         sys.exit(f"error: {error}")
     for path in results["files"]:
         print(path)
+    if smoke_test:
+        print(experiments.SMOKE_TEST_NOTE)
     if not _AGGREGATE_ONLY.value and report.failed:
         sys.exit(1)
 

@@ -11,10 +11,11 @@ Example:
         --output_dir=docs/results/combining_weights --num_images=4
 """
 
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import _cli  # Before anything imports TensorFlow.
+
+_cli.start()
 
 from absl import app
 from absl import flags

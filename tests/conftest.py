@@ -18,6 +18,26 @@ SHARED_DATA_DIR = pathlib.Path(
 )
 SHARED_TFDS_DIR = SHARED_DATA_DIR / "tensorflow_datasets"
 
+# What TensorFlow, TFDS and absl print without the scripts' quiet start-up, on a
+# CPU-only machine (independent of `scripts/_cli.py`, which removes them).
+KNOWN_NOISE = (
+    "absl::InitializeLog()",
+    "oneDNN custom operations",
+    "Could not find cuda drivers",
+    "failed call to cuInit",
+    "Sharding callback duration",
+    "Could not refresh the package index",
+    "with unsupported characters",
+    "Writing fingerprint",
+    "has no dataset_info.json",
+)
+
+
+def noise_lines(text):
+    """The lines of `text` that are known TensorFlow / TFDS / absl noise."""
+    return [line for line in text.splitlines()
+            if any(noise in line for noise in KNOWN_NOISE)]
+
 
 @pytest.fixture
 def shared_tfds_dir():

@@ -1,4 +1,4 @@
-"""Independent NumPy reference of SPEC §1, used as a test oracle.
+"""Independent NumPy reference of docs/design.md §1, used as a test oracle.
 
 Shares no code with `low_rank_local_connectivity.layers`; only TF1's
 `resize_bilinear(align_corners=True)` is borrowed from TensorFlow.
@@ -51,7 +51,10 @@ def np_resize_align_corners(x, size):
 
 
 def np_input_dependent_logits(x, network, out_size):
-    """NumPy version of SPEC §1's combining-weights network (TF1 resize as oracle)."""
+    """NumPy version of the combining-weights network of docs/design.md §1.
+
+    TF1's align-corners resize is the oracle of the resize.
+    """
     v = {w.path.split("/")[-1]: np.asarray(w, np.float64) for w in network.weights}
     z = x @ v["projection_kernel"] + v["projection_bias"]
     branches = [np_resize_align_corners(z, out_size)]
@@ -74,7 +77,7 @@ def np_input_dependent_logits(x, network, out_size):
 
 
 def np_lrlc(layer, x):
-    """NumPy reference of SPEC §1 for a built layer (channels_last input x)."""
+    """NumPy reference of docs/design.md §1 for a built layer (channels_last x)."""
     variables = {w.path.split("/")[-1]: np.asarray(w, np.float64) for w in layer.weights}
     rank, filters = layer.spatial_rank, layer.filters
     if layer.per_basis:

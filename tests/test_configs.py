@@ -40,15 +40,34 @@ def test_split_preset_prefers_the_longest_dataset_name():
     assert experiment.split_preset("trans_celeba48_lc") == ("trans_celeba48", "lc")
 
 
-@pytest.mark.parametrize("preset", ["mnist", "mnist_resnet50", "imagenet2012_conv", ""])
-def test_unknown_preset_lists_the_valid_ones(preset):
-    message = "Expected one of mnist_conv, .*imagenet2012_resnet50_lrlc"
-    with pytest.raises(ValueError, match=message):
+@pytest.mark.parametrize("preset, suggestions", [
+    ("mnist_lrcl", "'mnist_lrlc'"),
+    ("mnist_small_lrcl", "'mnist_small_lrlc'"),
+    ("cifar_lrlc", "'cifar10_lrlc'"),
+    ("imagenet2012_conv", "'imagenet2012_resnet50' or 'imagenet2012_resnet50_lrlc'"),
+    ("resnet", None),
+    ("", None),
+])
+def test_unknown_preset_suggests_the_closest_ones(preset, suggestions):
+    with pytest.raises(ValueError) as error:
         experiment.get_config(preset)
+    message = str(error.value)
+    assert f"Received: {preset!r}." in message and "\n" not in message
+    assert "datasets mnist, mnist_small, cifar10" in message
+    assert len(message) < 400  # Not a list of all 32 presets.
+    if suggestions is None:
+        assert "Did you mean" not in message
+    else:
+        assert f"Did you mean {suggestions}" in message
 
 
-def test_default_preset_and_recipes():
-    assert experiment.get_config().preset == experiment.DEFAULT_PRESET == "mnist_small_lrlc"
+def test_a_preset_must_be_named():
+    # config_flags calls get_config() when --config has no ':<preset>'.
+    with pytest.raises(ValueError, match="none given.*experiment.py:mnist_small_lrlc"):
+        experiment.get_config()
+
+
+def test_recipes():
     imagenet = experiment.get_config("imagenet2012_resnet50_lrlc").train
     assert (imagenet.optimizer.name, imagenet.optimizer.nesterov) == ("sgd", True)
     assert imagenet.schedule.warmup_steps > 0 and imagenet.label_smoothing == 0.1

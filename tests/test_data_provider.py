@@ -10,6 +10,8 @@ the network.
 import hashlib
 import importlib.util
 import os
+import socket
+import time
 from unittest import mock
 
 import numpy as np
@@ -18,11 +20,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import downloads
 
 # Class counts of the real MNIST test split (LeCun & Cortes), an independent oracle.
 MNIST_TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
-CELEBA_CROP = (40, 20, 138, 138)  # top, left, height, width (SPEC §4)
+CELEBA_CROP = (40, 20, 138, 138)  # top, left, height, width (docs/design.md §4)
 
 
 # ----------------------------------------------------------------------------
@@ -611,8 +614,10 @@ def test_missing_data_fails_fast_with_instructions(tmp_path, name, tfds_name):
 
 def test_download_flag_lets_tfds_prepare_missing_data():
     # Without metadata files nothing is prepared; mock_data makes the download a
-    # no-op, standing in for a machine with internet.
-    with tfds.testing.mock_data(num_examples=3):
+    # no-op and the hosts "answer", standing in for a machine with internet.
+    with tfds.testing.mock_data(num_examples=3), mock.patch.object(
+        downloads, "unreachable_host", return_value=None
+    ):
         with pytest.raises(data_provider.DataNotFoundError):
             data_provider.make_dataset(
                 "cifar10", "test", batch_size=2, is_training=False
@@ -623,6 +628,80 @@ def test_download_flag_lets_tfds_prepare_missing_data():
             )
         )
     np.testing.assert_array_equal(masks, [1, 1, 1, 0])
+
+
+def test_offline_download_fails_at_once_and_writes_nothing(tmp_path, monkeypatch):
+    def no_name_resolution(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_name_resolution)
+    data_dir = tmp_path / "data"
+    with mock.patch.object(
+        tfds.core.DatasetBuilder,
+        "download_and_prepare",
+        side_effect=AssertionError("download attempted"),
+    ):
+        with pytest.raises(data_provider.DataNotFoundError) as error:
+            data_provider.get_metadata("mnist", data_dir=str(data_dir), download=True)
+    message = str(error.value)
+    assert "Dataset 'mnist' (TFDS 'mnist', version 3.0.1) cannot be downloaded: " \
+        "storage.googleapis.com:443 does not answer (gaierror: " in message
+    assert f"Nothing was written to data_dir {str(data_dir)!r}." in message
+    assert not data_dir.exists()
+    # Named for the command line, the options are flags.
+    assert "1. --config.dataset.download=True (needs internet)" in str(
+        error.value.named_for("--config.dataset.")
+    )
+
+
+def _tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_failed_download_removes_its_partial_files(tmp_path):
+    data_dir = tmp_path / "data"
+    for path in ("other/1.0.0/kept.json", "downloads/earlier.zip"):
+        (data_dir / path).parent.mkdir(parents=True, exist_ok=True)
+        (data_dir / path).write_text("x")
+    before = _tree(data_dir)
+
+    def interrupted_download(builder, **kwargs):
+        # What TFDS leaves when the connection drops.
+        for path in ("mnist/incomplete.AB12_3.0.1/mnist-train.tfrecord",
+                     "downloads/mnist/train-images.gz.tmp.5f3a",
+                     "downloads/extracted/x"):
+            (data_dir / path).parent.mkdir(parents=True, exist_ok=True)
+            (data_dir / path).write_text("x")
+        raise ConnectionResetError("Connection reset by peer")
+
+    with mock.patch.object(downloads, "unreachable_host", return_value=None), \
+            mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare",
+                              interrupted_download):
+        with pytest.raises(data_provider.DataNotFoundError) as error:
+            data_provider.get_metadata("mnist", data_dir=str(data_dir), download=True)
+    assert "could not be downloaded and prepared into data_dir" in str(error.value)
+    assert "(ConnectionResetError: Connection reset by peer); its partial files " \
+        "were removed." in str(error.value)
+    assert _tree(data_dir) == before
+
+
+def test_unreachable_host_checks_the_proxy_and_gives_up_in_time(monkeypatch):
+    attempts = []
+
+    def slow_name_resolution(host, port, *args, **kwargs):
+        attempts.append((host, port))
+        time.sleep(5)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure")
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_name_resolution)
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert downloads.unreachable_host(
+        ["https://storage.googleapis.com/a.gz", "https://storage.googleapis.com/b.gz"],
+        timeout=0.2,
+    ) == ("proxy.example:3128", "no answer within 0.2 s")
+    assert attempts == [("proxy.example", 3128)]
 
 
 def test_manual_dir_without_the_original_files_fails_fast(tmp_path):
@@ -800,9 +879,11 @@ def test_mnist_small_is_real_mnist_with_identical_preprocessing(shared_tfds_dir)
 
 
 def test_make_mnist_small_script_reproduces_the_embedded_file(
-    shared_tfds_dir, tmp_path
+    shared_tfds_dir, tmp_path, monkeypatch
 ):
-    path = data_provider.MNIST_SMALL_PATH.parents[2] / "scripts" / "make_mnist_small.py"
+    scripts = data_provider.MNIST_SMALL_PATH.parents[2] / "scripts"
+    monkeypatch.syspath_prepend(str(scripts))  # The script imports scripts/_cli.py.
+    path = scripts / "make_mnist_small.py"
     spec = importlib.util.spec_from_file_location("make_mnist_small", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)

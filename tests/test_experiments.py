@@ -1,6 +1,7 @@
 """Tests of the experiment grid, its aggregation and the quick preset end to end."""
 
 import csv
+import glob
 import json
 import math
 import os
@@ -126,6 +127,7 @@ def test_aggregate_summaries_selection_and_files(hand_made_runs, tmp_path):
     expected = f"{100 * mean:.2f} ± {100 * se:.2f} (K=2)<br>1,200 params"
     lrlc_line = [line for line in markdown.splitlines() if line.startswith("| LRLC |")]
     assert lrlc_line and expected in lrlc_line[0]
+    assert markdown.startswith("## mnist\n") and "smoke test" not in markdown
     header = markdown.splitlines()[4]
     assert header == "| Layer | position 2 |"
     # The full table lists all 5 configurations.
@@ -257,6 +259,8 @@ def test_quick_preset_end_to_end(tmp_path):
         assert result["test_at_step"] == result["best_valid"]["step"]
         assert result["test"]["num_examples"] == 1000
         assert result["train_steps"] == 3
+        # One checkpoint kept (a locally connected cell's is 250 MB), and the best.
+        assert len(glob.glob(os.path.join(model_dir, "checkpoints", "*.index"))) == 1
 
     # Finished cells are skipped; a changed config is refused.
     again = experiments.run_grid(grid, output_dir, parallel=2)
@@ -274,7 +278,11 @@ def test_quick_preset_end_to_end(tmp_path):
     assert [r["layer_type"] for r in rows] == ["conv", "lrlc"]
     assert int(rows[1]["num_parameters"]) > int(rows[0]["num_parameters"])
     with open(os.path.join(output_dir, "results.md")) as f:
-        assert "| LRLC |" in f.read()
+        markdown = f.read()
+    assert "| LRLC |" in markdown
+    assert markdown.startswith(
+        f"## mnist_small (smoke test, not a result)\n\n{experiments.SMOKE_TEST_NOTE}\n"
+    )
     png = os.path.join(output_dir, "accuracy_vs_rank_mnist_small.png")
     assert png in results["files"]
     assert np.asarray(mpimg.imread(png)).shape[-1] in (3, 4)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -11,10 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import REPO_ROOT
+from conftest import noise_lines
+from low_rank_local_connectivity import data_provider
 from low_rank_local_connectivity import export
 from low_rank_local_connectivity.training import run_dir
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Loads the SavedModel and serves two batch sizes; must not import the package.
 _SERVE = r"""
@@ -47,7 +47,7 @@ def exported(tmp_path_factory):
     """A short LRLC run trained and exported through the two scripts."""
     tmp = tmp_path_factory.mktemp("export")
     model_dir, export_dir = tmp / "run", tmp / "exported"
-    _run(
+    trained = _run(
         [
             str(REPO_ROOT / "scripts" / "train.py"),
             f"--config={REPO_ROOT}/low_rank_local_connectivity/configs/"
@@ -69,7 +69,7 @@ def exported(tmp_path_factory):
         cwd=tmp,
     )
     paths = json.loads(result.stdout)
-    return tmp, model_dir, paths
+    return tmp, model_dir, paths, trained.stderr + result.stderr
 
 
 def _images(count, seed=0):
@@ -77,7 +77,7 @@ def _images(count, seed=0):
 
 
 def test_export_writes_best_checkpoint_files(exported):
-    _, model_dir, paths = exported
+    _, model_dir, paths, _ = exported
     best = json.load(open(model_dir / "best" / "best.json"))
     assert paths["step"] == best["step"]
     assert paths["checkpoint"].endswith(f"best-{best['step']}")
@@ -90,7 +90,7 @@ def test_export_writes_best_checkpoint_files(exported):
 
 
 def test_saved_model_serves_in_a_process_without_the_package(exported):
-    tmp, model_dir, paths = exported
+    tmp, model_dir, paths, _ = exported
     images = _images(8)
     np.save(tmp / "images.npy", images)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -123,10 +123,50 @@ def test_saved_model_serves_in_a_process_without_the_package(exported):
 
 
 def test_export_latest_and_errors(exported, tmp_path):
-    _, model_dir, _ = exported
+    _, model_dir, _, _ = exported
     paths = export.export_model(str(model_dir), str(tmp_path), checkpoint="latest")
     assert paths["step"] == 8 and paths["checkpoint"].endswith("ckpt-8")
     with pytest.raises(ValueError, match="checkpoint.*'best', 'latest'.*'nope'"):
         export.export_model(str(model_dir), str(tmp_path), checkpoint="nope")
     with pytest.raises(ValueError, match="model_dir.*config.json"):
         export.export_model(str(tmp_path / "missing"), str(tmp_path))
+
+
+def test_training_and_export_scripts_print_no_tensorflow_noise(exported):
+    stderr = exported[3]
+    assert noise_lines(stderr) == []
+    assert "Training mnist_small_lrlc from step 0 to 8" in stderr  # Our lines stay.
+
+
+@pytest.mark.parametrize("images, error, message", [
+    (np.zeros((2, 28, 28, 1), np.float32), TypeError,
+     r"Expected uint8 pixels. Received: float32. The export takes raw pixels in "
+     r"\[0, 255\] of shape \(batch, 28, 28, 1\). Convert floats in \[0, 1\] with "
+     r"\(images \* 255\).round\(\).astype\('uint8'\).$"),
+    (np.zeros((2, 28, 28, 1), np.int64), TypeError, r"Received: int64\. "),
+    ([[0, 1], [2, 3]], TypeError, r"Received: int32\. "),
+    (np.zeros((2, 28, 28), np.uint8), ValueError,
+     r"^Invalid shape for argument `images`. Expected \(batch, 28, 28, 1\). "
+     r"Received: \(2, 28, 28\). Add the channel axis: images\[..., None\].$"),
+    (np.zeros((28, 28, 1), np.uint8), ValueError,
+     r"Received: \(28, 28, 1\). Add the batch axis: images\[None\].$"),
+    (np.zeros((2, 32, 32, 1), np.uint8), ValueError, r"Received: \(2, 32, 32, 1\).$"),
+], ids=["float01", "int64", "list", "no-channel", "no-batch", "32x32"])
+def test_serving_function_refuses_wrong_inputs_in_one_line(exported, images, error,
+                                                           message):
+    serve = export.load_serving_function(os.path.dirname(exported[2]["metadata"]))
+    with pytest.raises(error, match=message) as raised:
+        serve(images)
+    assert "\n" not in str(raised.value)
+
+
+def test_serving_function_serves_the_embedded_test_images(exported):
+    _, model_dir, paths, _ = exported
+    serve = export.load_serving_function(os.path.dirname(paths["metadata"]))
+    images, _ = data_provider.load_mnist_small("test")
+    served = serve(images[:8])
+    model, *_ = run_dir.load_model(str(model_dir))
+    expected = model(data_provider.preprocess_serving_images(
+        "mnist_small", tf.constant(images[:8])), training=False)
+    np.testing.assert_array_equal(served["classes"].numpy(),
+                                  np.argmax(expected.numpy(), axis=1))

@@ -3,10 +3,11 @@
 Every drawn configuration (rank, kernel sizes, per-basis lists, strides, dilations,
 padding, data format, share flags, normalisation, input-dependent flag, input size,
 including inputs too small for the kernel) must either match the independent NumPy
-reference of SPEC §1 or raise a ValueError that names the offending argument --
-never an internal TensorFlow error. The run is derandomised, so CI tries the same
-cases every time; `pytest tests/test_layer_properties.py --hypothesis-show-statistics`
-prints how many were matched and how many were rejected, and why.
+reference of docs/design.md §1 or raise a ValueError that names the offending
+argument -- never an internal TensorFlow error. The run is derandomised, so CI tries
+the same cases every time; `pytest tests/test_layer_properties.py
+--hypothesis-show-statistics` prints how many were matched and how many were
+rejected, and why.
 """
 
 import hypothesis

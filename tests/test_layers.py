@@ -2,7 +2,8 @@
 
 Oracles are independent of the code under test: `tf_keras.layers.LocallyConnected2D`
 (Keras 2's locally connected layer), `keras.layers.Conv2D`, TF1's
-`resize_bilinear(align_corners=True)` and NumPy re-implementations of SPEC §1.
+`resize_bilinear(align_corners=True)` and NumPy re-implementations of
+docs/design.md §1.
 """
 
 import math
@@ -629,8 +630,8 @@ def test_construction_errors(kwargs, match):
     "mode,input_shape,match",
     [
         ("row_col", (None, 8, 8, None), r"channel dimension.*must be defined"),
-        ("row_col", (None, None, 8, 3), r"needs the input height"),
-        ("row_col", (None, 8, None, 3), r"needs the input width"),
+        ("row_col", (None, None, 8, 3), r"needs the input height.*one entry per output row\."),
+        ("row_col", (None, 8, None, 3), r"needs the input width.*one entry per output column\."),
         ("row_only", (None, None, 8, 3), r"needs the input height"),
         ("col_only", (None, 8, None, 3), r"needs the input width"),
         ("full", (None, 8, None, 3), r"needs the input width"),

@@ -38,7 +38,7 @@ def _conv_out(size, kernel, stride, padding):
 
 
 def _expected_count(config):
-    """Trainable parameters of a simple network, from the SPEC §2 formulas."""
+    """Trainable parameters of a simple network (docs/design.md §2 layer types)."""
     height, width, channels = config.input_shape
     if config.coord_conv:
         channels += 2

@@ -10,6 +10,8 @@ import json
 import math
 import os
 import pathlib
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -345,6 +347,42 @@ def test_rerun_of_finished_run_resumes_without_training(small_run):
     assert [(l["step"], l["split"]) for l in lines][-1] == (100, "test")
 
 
+def test_model_dir_of_another_experiment_is_refused_before_restoring(small_run):
+    _, _, model_dir = small_run
+    with pytest.raises(trainer.ModelDirMismatchError) as error:
+        trainer.Trainer(_config("mnist_small_conv", **_SMALL_RUN), model_dir)
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"{model_dir} holds a run of another experiment" in message
+    assert "'mnist_small_lrlc' (its config.json), not 'mnist_small_conv'" in message
+    assert "model.layer_types" in message and "delete" in message
+
+
+def test_longer_run_warns_that_the_schedule_is_recomputed(small_run, tmp_path, caplog):
+    model_dir = str(tmp_path / "run")
+    shutil.copytree(small_run[2], model_dir)
+    caplog.set_level("WARNING")
+
+    def warnings():
+        return [r.getMessage() for r in caplog.records
+                if r.pathname.startswith(os.path.dirname(training.__file__))]
+
+    trainer.Trainer(_config(**_SMALL_RUN), model_dir).train_and_evaluate()
+    assert not warnings()  # Same config: nothing to say.
+    longer = dict(_SMALL_RUN, **{"train.train_steps": 102})
+    trainer.Trainer(_config(**longer), model_dir).train_and_evaluate()
+    messages = warnings()
+    assert len(messages) == 2, messages
+    assert "train.train_steps: 100 -> 102" in messages[0]
+    # Cosine decay over 100 steps ends at 0; over 102 it is not 0 at step 100.
+    rate = trainer.create_learning_rate_schedule(_config(**longer).train)(100)
+    assert messages[1] == (
+        "The learning-rate schedule changed: at step 100 the rate is now "
+        f"{float(rate):.3g} instead of 0, and it follows the new schedule from "
+        "there (it is not continued)."
+    )
+
+
 def test_restore_best(small_run):
     run, results, model_dir = small_run
     other = trainer.Trainer(_config(**_SMALL_RUN), model_dir)
@@ -497,14 +535,18 @@ def _run_script(args, cwd, timeout=240):
     )
 
 
-def test_train_script_rejects_bad_overrides_with_one_line(tmp_path):
+def test_train_script_rejects_bad_flags_with_one_line(tmp_path):
     config = f"--config={REPO_ROOT}/low_rank_local_connectivity/configs/experiment.py"
-    for args, message in [
+    for args, fragments in [
         ([f"{config}:mnist_small_conv", "--config.train.optimizer.name=lbfgs"],
-         "error: Invalid value for `config.train.optimizer.name`"),
-        ([f"{config}:mnist_small_conv", "--config.train.nope=1"],
-         "error: invalid flags (AttributeError: unknown config field"),
-        ([f"{config}:no_such_preset"], "error: invalid flags (IllegalFlagValueError"),
+         ["error: Invalid value for `config.train.optimizer.name`"]),
+        ([f"{config}:mnist_small_conv", "--config.train.train_step=1"],
+         ["error: unknown config field config.train.train_step "
+          "(--config.train.train_step=1); did you mean config.train.train_steps?"]),
+        ([f"{config}:mnist_small_lrcl"],
+         ["error: flag --config=", "Received: 'mnist_small_lrcl'. "
+          "Did you mean 'mnist_small_lrlc'"]),
+        ([config], ["error: flag --config=", "`preset`: none given"]),
     ]:
         result = _run_script(
             [str(REPO_ROOT / "scripts" / "train.py"), *args,
@@ -512,10 +554,43 @@ def test_train_script_rejects_bad_overrides_with_one_line(tmp_path):
             cwd=tmp_path,
         )
         assert result.returncode == 1
-        errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
-        assert len(errors) == 1 and errors[0].startswith(message), result.stderr[-2000:]
-        assert result.stderr.rstrip().endswith(errors[0])
+        # One line and nothing else: no traceback, no TensorFlow messages.
+        assert len(result.stderr.splitlines()) == 1, result.stderr[-2000:]
+        assert re.match(".*".join(map(re.escape, fragments)), result.stderr), (
+            result.stderr)
     assert not (tmp_path / "run").exists()
+
+
+def test_train_script_names_the_data_flags_when_data_is_missing(tmp_path):
+    result = _run_script(
+        [str(REPO_ROOT / "scripts" / "train.py"),
+         f"--config={REPO_ROOT}/low_rank_local_connectivity/configs/"
+         "experiment.py:mnist_lrlc", f"--config.dataset.data_dir={tmp_path / 'tfds'}",
+         f"--model_dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()  # No TFDS warning before it.
+    assert line.startswith("error: Dataset 'mnist' (TFDS 'mnist', version 3.0.1) is "
+                           f"not prepared in data_dir '{tmp_path / 'tfds'}'")
+    for flag in ("--config.dataset.download is False",
+                 "1. --config.dataset.download=True (needs internet)",
+                 "2. --config.dataset.data_dir=<folder>",
+                 "3. --config.dataset.manual_dir=<folder>"):
+        assert flag in line
+    assert not (tmp_path / "run").exists() and not (tmp_path / "tfds").exists()
+
+
+def test_train_script_refuses_a_model_dir_of_another_experiment(small_run, tmp_path):
+    result = _run_script(
+        [str(REPO_ROOT / "scripts" / "train.py"),
+         f"--config={REPO_ROOT}/low_rank_local_connectivity/configs/"
+         "experiment.py:mnist_small_conv", f"--model_dir={small_run[2]}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {small_run[2]} holds a run of another experiment")
 
 
 def test_quickstart_script_prints_both_accuracies(tmp_path):

@@ -5,10 +5,12 @@ A preset is named `<dataset>_<model preset>`, e.g. `mnist_lrlc`,
 The dataset part selects the data and the training recipe; the model part is
 a preset of `low_rank_local_connectivity.models.get_model_config`.
 
-Use it from the command line with ml_collections' config flags:
+Use it from the command line with ml_collections' config flags; the preset
+after the colon is required:
 
     python scripts/train.py \
         --config=low_rank_local_connectivity/configs/experiment.py:mnist_lrlc \
+        --config.dataset.download=True \
         --config.train.train_steps=600 --model_dir=runs/mnist_lrlc
 
 Layout (every field has one meaning; `trainer.validate_config` checks values):
@@ -62,7 +64,20 @@ Layout (every field has one meaning; `trainer.validate_config` checks values):
     deterministic kernels, and one kernel at a time; process-wide, and it must be
     set before the process runs its first TensorFlow op). False (default): faster,
     and runs agree only to float round-off.
+
+Two optional fields are absent from the presets; `finetuning.finetune_config`
+sets them to fine-tune a finished run:
+
+- `init_from`: `model_dir` (a finished run) and `checkpoint` ('best',
+  'latest' or a checkpoint prefix). A new run starts from that checkpoint's
+  model weights (a fresh optimiser and step 0); a resumed run restores its
+  own checkpoint instead.
+- `model.convert`: keyword arguments of `convert.to_lrlc` (`spatial_rank`,
+  and e.g. `layers`, `input_dependent`, `basis_perturbation`, `seed`). The
+  model built from `model`, initialised from `init_from`, is then converted.
 """
+
+import difflib
 
 import ml_collections
 
@@ -128,7 +143,8 @@ PRESETS = tuple(
     for dataset, recipe in _RECIPES.items()
     for model in recipe["models"]
 )
-DEFAULT_PRESET = "mnist_small_lrlc"
+# The preset that error messages show as an example (offline, quick).
+EXAMPLE_PRESET = "mnist_small_lrlc"
 
 
 def _default_train_config():
@@ -171,6 +187,26 @@ def _default_train_config():
     )
 
 
+def _preset_error(preset):
+    """ValueError for an unknown or missing preset, with the closest names."""
+    small = ", ".join(_SMALL_MODELS)
+    names = (
+        f"Presets are <dataset>_<model>: datasets {', '.join(DATASETS)}; models "
+        f"{small} ({', '.join(_IMAGENET_MODELS)} for imagenet2012)."
+    )
+    if preset is None:
+        return ValueError(
+            "Invalid value for argument `preset`: none given. On the command "
+            "line it follows the config file: --config=low_rank_local_connectivity"
+            f"/configs/experiment.py:{EXAMPLE_PRESET}. {names}"
+        )
+    close = difflib.get_close_matches(str(preset), PRESETS, n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+    return ValueError(
+        f"Invalid value for argument `preset`. Received: {preset!r}.{hint} {names}"
+    )
+
+
 def split_preset(preset):
     """Splits an experiment preset name into (dataset, model preset).
 
@@ -181,13 +217,11 @@ def split_preset(preset):
         A tuple `(dataset_name, model_preset)`.
 
     Raises:
-        ValueError: if `preset` is not one of `PRESETS`.
+        ValueError: if `preset` is not one of `PRESETS` (the message suggests
+            the closest ones).
     """
     if preset not in PRESETS:
-        raise ValueError(
-            f"Invalid value for argument `preset`. Expected one of "
-            f"{', '.join(PRESETS)}. Received: {preset!r}"
-        )
+        raise _preset_error(preset)
     # Longest dataset name first: 'mnist_small_conv' is not 'mnist' + 'small_conv'.
     for dataset in sorted(DATASETS, key=len, reverse=True):
         if preset.startswith(dataset + "_"):
@@ -195,8 +229,13 @@ def split_preset(preset):
     raise AssertionError(f"unreachable: {preset!r}")
 
 
-def get_config(preset=DEFAULT_PRESET):
+def get_config(preset=None):
     """Returns the experiment configuration of a preset.
+
+    ml_collections' config flags call it with the text after the colon of
+    `--config=.../experiment.py:<preset>`, and without an argument when there
+    is no colon: a preset must be named, so that no run trains a default
+    experiment by surprise.
 
     Args:
         preset: str, `<dataset>_<model preset>`; one of `PRESETS`.
@@ -206,7 +245,8 @@ def get_config(preset=DEFAULT_PRESET):
         module's docstring.
 
     Raises:
-        ValueError: if `preset` is unknown (the message lists the valid ones).
+        ValueError: if `preset` is missing or unknown (the message suggests
+            the closest valid ones).
     """
     dataset, model_preset = split_preset(preset)
     config = ml_collections.ConfigDict()

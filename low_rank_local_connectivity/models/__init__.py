@@ -1,7 +1,9 @@
 """Experiment models: the paper's small network and ResNet-50, both with LRLC.
 
 `build_model(config)` builds a model from a config (see `presets`); the builders
-`simple_network` and `resnet50` take the same fields as keyword arguments.
+`simple_network` and `resnet50` take the same fields as keyword arguments. An
+optional `convert` field turns the built model's convolutions into LRLC layers
+(`convert.to_lrlc`).
 
 Example:
 
@@ -17,6 +19,7 @@ from collections import abc
 
 import ml_collections
 
+from low_rank_local_connectivity import convert
 from low_rank_local_connectivity.models.presets import BUILDERS
 from low_rank_local_connectivity.models.presets import MODEL_PRESETS
 from low_rank_local_connectivity.models.presets import default_config
@@ -27,14 +30,18 @@ from low_rank_local_connectivity.models.simple_model import endpoints_model
 from low_rank_local_connectivity.models.simple_model import simple_network
 
 
-def build_model(model_config):
+def build_model(model_config, initialize=None):
     """Builds the Keras model a config describes.
 
     Args:
       model_config: `ml_collections.ConfigDict` (or a mapping, e.g. a config read
         back from JSON) with `name` in ('simple', 'resnet50') and any of the
         builder's keyword arguments; `num_classes` and `input_shape` (channels_last
-        (H, W, C)) must be set.
+        (H, W, C)) must be set. An optional field `convert` holds keyword
+        arguments of `convert.to_lrlc` (`spatial_rank` and e.g. `layers`,
+        `input_dependent`, `seed`): the built model is then converted.
+      initialize: optional function called with the built model before it is
+        converted, e.g. to restore trained weights into it.
 
     Returns:
       A functional `keras.Model` mapping (batch, H, W, C) images to float32 logits
@@ -43,7 +50,7 @@ def build_model(model_config):
     Raises:
       TypeError: if `model_config` is not a mapping.
       ValueError: for an unknown `name` or field, or invalid field values (see the
-        builders).
+        builders and `convert.to_lrlc`).
     """
     if isinstance(model_config, ml_collections.ConfigDict):
         fields = model_config.to_dict()
@@ -54,6 +61,15 @@ def build_model(model_config):
             "Invalid type for argument `model_config`. Expected an "
             "ml_collections.ConfigDict or a mapping. Received: "
             f"{type(model_config).__name__}"
+        )
+    conversion = fields.pop("convert", None)
+    if conversion is not None and not (
+        isinstance(conversion, abc.Mapping) and "spatial_rank" in conversion
+    ):
+        raise ValueError(
+            "Invalid value for field `convert` of the model config. Expected None "
+            "or a mapping of `convert.to_lrlc` arguments with `spatial_rank`. "
+            f"Received: convert={conversion!r}"
         )
     name = fields.pop("name", None)
     if name not in BUILDERS:
@@ -68,7 +84,12 @@ def build_model(model_config):
             f"Unknown fields {unknown} in the config of model {name!r}. Allowed "
             f"fields: {sorted(allowed)}"
         )
-    return BUILDERS[name](**fields)
+    model = BUILDERS[name](**fields)
+    if initialize is not None:
+        initialize(model)
+    if conversion is None:
+        return model
+    return convert.to_lrlc(model, **conversion)
 
 
 __all__ = [

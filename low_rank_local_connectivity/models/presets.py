@@ -8,7 +8,7 @@ can be overridden one by one, in Python (`config.spatial_rank = 4`) or from the
 command line through `ml_collections.config_flags`.
 
 Presets:
-- 'conv': the all-convolution simple network (SPEC §2 defaults).
+- 'conv': the all-convolution simple network (docs/design.md §2 defaults).
 - 'wide_conv': block 2 a convolution widened to match an LRLC layer of rank 2.
 - 'lc': block 2 locally connected.
 - 'coord_conv': 'conv' with CoordConv coordinate channels.

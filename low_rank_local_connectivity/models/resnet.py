@@ -1,4 +1,4 @@
-"""ResNet-50 v1.5 whose 3x3 convolutions can be replaced by LRLC layers (SPEC §3).
+"""ResNet-50 v1.5 whose 3x3 convolutions can become LRLC layers (docs/design.md §3).
 
 The network is the standard bottleneck ResNet-50 in its v1.5 form: the stride of a
 down-sampling block sits on the 3x3 convolution (not on the first 1x1), all

@@ -1,8 +1,8 @@
 """The paper's small experiment network, with every baseline layer type.
 
 A stack of blocks `layer -> BatchNorm (optional) -> ReLU` followed by global average
-pooling (or flatten) and a dense layer that outputs logits (SPEC §2). The layer of
-each block is one of:
+pooling (or flatten) and a dense layer that outputs logits (docs/design.md §2). The
+layer of each block is one of:
 
 - 'conv2d': `keras.layers.Conv2D` (bias only without batch norm);
 - 'wide_conv2d': a convolution widened to match the parameter count of an LRLC
@@ -164,7 +164,7 @@ def simple_network(
     weight_decay=0.0,
     regularize_lrlc=True,
 ):
-    """Builds the paper's small classification network (SPEC §2).
+    """Builds the paper's small classification network (docs/design.md §2).
 
     Args:
       num_classes: int, the number of classes (size of the logits). Required.

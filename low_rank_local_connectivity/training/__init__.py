@@ -28,6 +28,7 @@ from low_rank_local_connectivity.training.distribution import enable_determinism
 from low_rank_local_connectivity.training.errors import CheckpointCorruptedError
 from low_rank_local_connectivity.training.errors import InputDataError
 from low_rank_local_connectivity.training.errors import ModelDirLockedError
+from low_rank_local_connectivity.training.errors import ModelDirMismatchError
 from low_rank_local_connectivity.training.errors import ModelDirWriteError
 from low_rank_local_connectivity.training.errors import NonFiniteLossError
 from low_rank_local_connectivity.training.errors import TrainerError
@@ -41,9 +42,11 @@ from low_rank_local_connectivity.training.optimization import SCHEDULES
 from low_rank_local_connectivity.training.optimization import WarmupDecaySchedule
 from low_rank_local_connectivity.training.optimization import create_learning_rate_schedule
 from low_rank_local_connectivity.training.optimization import create_optimizer
+from low_rank_local_connectivity.training.run_dir import checkpoint_path
 from low_rank_local_connectivity.training.run_dir import load_config
 from low_rank_local_connectivity.training.run_dir import load_metadata
 from low_rank_local_connectivity.training.run_dir import load_model
+from low_rank_local_connectivity.training.run_dir import restore_model
 
 __all__ = [
     "PRECISIONS",
@@ -57,6 +60,7 @@ __all__ = [
     "CheckpointCorruptedError",
     "InputDataError",
     "ModelDirLockedError",
+    "ModelDirMismatchError",
     "ModelDirWriteError",
     "NonFiniteLossError",
     "TrainerError",
@@ -70,7 +74,9 @@ __all__ = [
     "WarmupDecaySchedule",
     "create_learning_rate_schedule",
     "create_optimizer",
+    "checkpoint_path",
     "load_config",
     "load_metadata",
     "load_model",
+    "restore_model",
 ]

@@ -45,7 +45,7 @@ def _read_checkpoint_state(directory):
         return None
 
 
-def _checkpoint_candidates(directory):
+def checkpoint_candidates(directory):
     """Checkpoint prefixes of `directory`, newest (highest step) first.
 
     Both the prefixes listed in the `checkpoint` state file and those with an
@@ -188,7 +188,7 @@ class Checkpoints:
                 f"'best'. Received: {kind!r}"
             )
         directory = self._directory(kind)
-        candidates = _checkpoint_candidates(directory)
+        candidates = checkpoint_candidates(directory)
         failures = []
         for path in candidates:
             try:
@@ -232,7 +232,7 @@ class Checkpoints:
             return
         restored = self._restored.get("latest")
         directory = self._directory("latest")
-        if restored is not None and _checkpoint_candidates(directory) != restored[2]:
+        if restored is not None and checkpoint_candidates(directory) != restored[2]:
             self.restore("latest")  # Changed since construction: redo.
             restored = self._restored["latest"]
         for kind in KINDS:
@@ -253,7 +253,7 @@ class Checkpoints:
             os.path.basename(path)
         ):
             valid = [
-                p for p in _checkpoint_candidates(directory)
+                p for p in checkpoint_candidates(directory)
                 if checkpoint_step(p) <= checkpoint_step(path)
             ][: self._keep]
             # Relative names, as CheckpointManager writes them.

@@ -1,12 +1,20 @@
-"""Checks of an experiment config, and the model it describes."""
+"""Checks of an experiment config (alone and against a run's saved one), and
+the model it describes."""
 
 import contextlib
+import functools
+import json
+import math
 
+from absl import logging
 import keras
 import ml_collections
 import numpy as np
 
 from low_rank_local_connectivity import models
+from low_rank_local_connectivity.training import errors
+from low_rank_local_connectivity.training import optimization
+from low_rank_local_connectivity.training import run_dir
 from low_rank_local_connectivity.training.distribution import STRATEGIES
 from low_rank_local_connectivity.training.optimization import OPTIMIZERS
 from low_rank_local_connectivity.training.optimization import SCHEDULES
@@ -108,6 +116,12 @@ def validate_config(config):
             f"one of {STRATEGIES}")
     _expect(train.mixed_precision in PRECISIONS, "train.mixed_precision",
             train.mixed_precision, f"one of {PRECISIONS}")
+    init_from = config.get("init_from")
+    if init_from is not None:
+        for field in ("model_dir", "checkpoint"):
+            value = init_from.get(field)
+            _expect(isinstance(value, str) and value, f"init_from.{field}", value,
+                    "a non-empty string")
 
 
 @contextlib.contextmanager
@@ -149,22 +163,115 @@ def resolve_model_config(config, metadata):
         )
 
 
-def build_model(config, metadata):
+def build_model(config, metadata, init_from=None):
     """Builds the Keras model of an experiment config.
 
     Args:
         config: experiment ConfigDict; `num_classes` / `input_shape` of its
             model section are filled from `metadata` when None.
         metadata: `data_provider.DatasetMetadata`.
+        init_from: optional mapping with `model_dir` and `checkpoint` (see
+            `run_dir.checkpoint_path`): the model is initialised from that
+            run's checkpoint, before `model.convert` converts it.
 
     Returns:
         A `keras.Model` built with the dtype policy `train.mixed_precision`.
+
+    Raises:
+        ValueError: if the `init_from` checkpoint does not exist or does not
+            match the model.
     """
     resolve_model_config(config, metadata)
+    initialize = None
+    if init_from is not None:
+        initialize = functools.partial(
+            run_dir.restore_model, model_dir=init_from["model_dir"],
+            checkpoint=init_from["checkpoint"],
+        )
     with _dtype_policy(config.train.mixed_precision):
-        return models.build_model(config.model)
+        return models.build_model(config.model, initialize=initialize)
 
 
 def count_parameters(model):
     """Number of trainable scalars (batch-norm moving statistics excluded)."""
     return int(sum(np.prod(v.shape) for v in model.trainable_variables))
+
+
+# Config fields that make two runs different experiments (checkpoints of one
+# do not fit the other).
+_EXPERIMENT_FIELDS = (
+    "model.", "dataset.name", "dataset.translate_to", "dataset.image_size",
+    "dataset.value_range",
+)
+
+
+def _config_changes(saved, current, prefix=""):
+    """(dotted key, saved value, current value) of every differing field."""
+    changes = []
+    for key in sorted(saved.keys() | current.keys()):
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += _config_changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append((f"{prefix}{key}", old, new))
+    return changes
+
+
+def check_same_experiment(saved, config, model_dir):
+    """Refuses a `model_dir` whose run has another model or dataset.
+
+    Its checkpoints could not be restored into this model (or would mix two
+    experiments' records).
+
+    Args:
+        saved: the `config.json` of `model_dir` as a dict, or None.
+        config: the experiment ConfigDict.
+        model_dir: str, for the message.
+
+    Raises:
+        ModelDirMismatchError: naming both experiments and the fields.
+    """
+    if saved is None:
+        return
+    changed = [
+        key for key, _, _ in _config_changes(saved, _as_dict(config))
+        if key.startswith(_EXPERIMENT_FIELDS)
+    ]
+    if changed:
+        shown = ", ".join(changed[:4]) + (" ..." if len(changed) > 4 else "")
+        raise errors.ModelDirMismatchError(
+            f"{model_dir} holds a run of another experiment: "
+            f"{saved.get('preset')!r} (its {run_dir.CONFIG_FILE}), not "
+            f"{config.get('preset')!r}; they differ in {shown}. Use "
+            f"another model_dir, or delete {model_dir} to start afresh."
+        )
+
+
+def warn_about_changes(saved, config, step, path):
+    """Warns about the fields that changed since the saved config.
+
+    A changed learning-rate schedule (e.g. a longer `train.train_steps` for a
+    finished run) is not continued but recomputed: a second warning gives the
+    rate at the restored `step` under both schedules.
+    """
+    changes = [] if saved is None else _config_changes(saved, _as_dict(config))
+    if not changes:
+        return
+    logging.warning(
+        "The config differs from the one saved in %s (%s); it is "
+        "replaced and the checkpoint is resumed all the same.", path,
+        ", ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes),
+    )
+    before = float(optimization.create_learning_rate_schedule(
+        ml_collections.ConfigDict(saved["train"]))(step))
+    now = float(optimization.create_learning_rate_schedule(config.train)(step))
+    if not math.isclose(before, now, rel_tol=1e-6, abs_tol=1e-12):
+        logging.warning(
+            "The learning-rate schedule changed: at step %d the rate is "
+            "now %.3g instead of %.3g, and it follows the new schedule "
+            "from there (it is not continued).", step, now, before,
+        )
+
+
+def _as_dict(config):
+    return json.loads(config.to_json_best_effort())

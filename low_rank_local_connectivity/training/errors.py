@@ -27,6 +27,10 @@ class InputDataError(TrainerError):
     """Raised when the input data cannot be read (e.g. a corrupted shard)."""
 
 
+class ModelDirMismatchError(TrainerError):
+    """Raised when a `model_dir` holds a run of another experiment."""
+
+
 def one_line(error):
     """The informative first line of an exception, prefixed with its type.
 

@@ -47,8 +47,11 @@ class Trainer:
     Construction validates the config, creates (or takes) the strategy,
     seeds Python, NumPy and TensorFlow (`keras.utils.set_random_seed(seed)`),
     builds the model and optimiser under the strategy and restores the latest
-    checkpoint of `model_dir` if there is one. The training input pipeline is
-    built when training starts, positioned at the restored step.
+    checkpoint of `model_dir` if there is one; a new run with
+    `config.init_from` starts from the model weights of that run instead
+    (`config_checks.build_model`). A `model_dir` of another experiment is
+    refused (`ModelDirMismatchError`). The training input pipeline is built
+    when training starts, positioned at the restored step.
 
     Args:
         config: experiment `ml_collections.ConfigDict`
@@ -109,8 +112,16 @@ class Trainer:
         self._loss_scaling = train.mixed_precision == "mixed_float16"
 
         keras.utils.set_random_seed(self.config.seed)
+        # `init_from` only starts a run: a resumed run restores its own checkpoint.
+        init_from = self.config.get("init_from")
+        if checkpointing.checkpoint_candidates(
+            self._run_dir.path(run_dir.CHECKPOINT_DIR)
+        ):
+            init_from = None
         with self.strategy.scope():
-            self.model = config_checks.build_model(self.config, self.metadata)
+            self.model = config_checks.build_model(
+                self.config, self.metadata, init_from
+            )
             self.optimizer = optimization.create_optimizer(train)
             self.optimizer.exclude_from_weight_decay(
                 var_list=[v for v in self.model.trainable_variables
@@ -148,6 +159,9 @@ class Trainer:
         self._eval_step = steps.make_eval_step(
             self.strategy, self.model, num_classes,
             num_classes >= _TOP5_MIN_CLASSES, train.jit_compile,
+        )
+        config_checks.check_same_experiment(
+            self._run_dir.saved_config(), self.config, self.model_dir
         )
         self.restore("latest")
 
@@ -270,6 +284,10 @@ class Trainer:
         start_wall = time.time()
         if self.is_chief:
             tf.io.gfile.makedirs(self.model_dir)
+            config_checks.warn_about_changes(
+                self._run_dir.saved_config(), self.config, self.step,
+                self._run_dir.path(run_dir.CONFIG_FILE),
+            )
             self._run_dir.write_config(self.config)
             self._run_dir.write_metadata(self.metadata)
             self._run_dir.truncate_evaluations(self.step)

@@ -25,7 +25,6 @@ import dataclasses
 import json
 import os
 
-from absl import logging
 import ml_collections
 import tensorflow as tf
 
@@ -103,19 +102,16 @@ class RunDirectory:
     def path(self, *names):
         return os.path.join(self.model_dir, *names)
 
+    def saved_config(self):
+        """The `config.json` of the directory as a dict, or None."""
+        return _read_json(self.path(CONFIG_FILE))
+
     def write_config(self, config):
-        """Writes `config.json`, warning when it replaces a different one."""
-        path = self.path(CONFIG_FILE)
-        text = config.to_json_best_effort(indent=2, sort_keys=True)
-        if tf.io.gfile.exists(path):
-            with tf.io.gfile.GFile(path) as f:
-                if f.read() != text:
-                    logging.warning(
-                        "The config differs from the one saved in %s; it is "
-                        "replaced (the checkpoint is resumed all the same).",
-                        path,
-                    )
-        atomic_write_text(path, text)
+        """Writes `config.json` (`config_checks.warn_about_changes` says what
+        changed since the saved one)."""
+        atomic_write_text(
+            self.path(CONFIG_FILE), config.to_json_best_effort(indent=2, sort_keys=True)
+        )
 
     def write_metadata(self, metadata):
         """Writes `metadata.json` from a `data_provider.DatasetMetadata`."""
@@ -228,6 +224,34 @@ def checkpoint_path(model_dir, checkpoint="best"):
     return path
 
 
+def restore_model(model, model_dir, checkpoint="best"):
+    """Restores the model weights of a run's checkpoint into `model`.
+
+    Args:
+        model: a `keras.Model` of the run's architecture.
+        model_dir, checkpoint: see `checkpoint_path`.
+
+    Returns:
+        A tuple (checkpoint path, step).
+
+    Raises:
+        ValueError: if there is no such checkpoint, or it does not hold the
+            weights of `model`.
+    """
+    path = checkpoint_path(model_dir, checkpoint)
+    step = tf.Variable(0, dtype=tf.int64)
+    try:
+        tf.train.Checkpoint(model=model, global_step=step).read(
+            path
+        ).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError) as error:
+        raise ValueError(
+            f"The checkpoint {path} does not match model {model.name!r}: "
+            f"{errors.one_line(error)}"
+        ) from None
+    return path, int(step.numpy())
+
+
 def load_model(model_dir, checkpoint="best"):
     """Rebuilds the model of a run and restores a checkpoint into it.
 
@@ -248,10 +272,6 @@ def load_model(model_dir, checkpoint="best"):
             checkpoint.
     """
     config = load_config(model_dir)
-    path = checkpoint_path(model_dir, checkpoint)
     model = models.build_model(config.model)
-    step = tf.Variable(0, dtype=tf.int64)
-    tf.train.Checkpoint(model=model, global_step=step).read(
-        path
-    ).expect_partial().assert_existing_objects_matched()
-    return model, config, path, int(step.numpy())
+    path, step = restore_model(model, model_dir, checkpoint)
+    return model, config, path, step

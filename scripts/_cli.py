@@ -1,0 +1,134 @@
+"""Start-up shared by the command-line scripts: quiet TensorFlow, helpful hints.
+
+Every script imports this module first, before anything imports TensorFlow,
+and calls `start()`. By default it drops the start-up and runtime messages of
+TensorFlow, TensorFlow Datasets and absl that tell a user nothing (the absl
+pre-initialisation banner, the oneDNN and CPU-instruction notices, the
+missing-CUDA notices of a CPU-only machine, checkpoint sharding timings, ...)
+and keeps every other line, the scripts' own progress lines included.
+TensorFlow's own INFO log records (checkpoint sharding timings, SavedModel
+fingerprints, ...) are dropped; its warnings and errors are kept.
+`--verbose` (or the environment variable `LRLC_VERBOSE=1`, which also reaches
+child processes) keeps everything.
+
+The script's own directory is on `sys.path` when it runs, which is how the
+scripts find this module; the package itself must not be imported before
+`start()`, since importing it imports TensorFlow.
+"""
+
+import contextlib
+import importlib.util
+import logging
+import os
+import pathlib
+import re
+import sys
+import tempfile
+
+from absl import flags
+
+VERBOSE_ENV = "LRLC_VERBOSE"
+
+flags.DEFINE_bool(
+    "verbose", False,
+    f"Show every TensorFlow / TFDS / absl message (or set {VERBOSE_ENV}=1).",
+)
+
+# Messages that carry no information for a user of the scripts.
+NOISE_PATTERNS = tuple(re.compile(pattern) for pattern in (
+    r"^WARNING: All log messages before absl::InitializeLog\(\) is called",
+    r"oneDNN custom operations are on",
+    r"This TensorFlow binary is optimized to use available CPU instructions",
+    r"^To enable the following instructions: .* rebuild TensorFlow",
+    r"Could not find cuda drivers on your machine",
+    r"failed call to cuInit",
+    r"Variant folder .* has no dataset_info\.json",
+))
+
+_TRUE = ("1", "true", "t", "yes", "y")
+
+
+def is_noise(line):
+    """Whether a line of output is one of `NOISE_PATTERNS`."""
+    return any(pattern.search(line) for pattern in NOISE_PATTERNS)
+
+
+def verbose_requested(argv=None, environ=None):
+    """Whether `--verbose` (the last one given) or `LRLC_VERBOSE` asks for it."""
+    argv = sys.argv if argv is None else argv
+    environ = os.environ if environ is None else environ
+    verbose = environ.get(VERBOSE_ENV, "").strip().lower() in _TRUE
+    for arg in argv[1:]:
+        if arg == "--verbose":
+            verbose = True
+        elif arg == "--noverbose":
+            verbose = False
+        elif arg.startswith("--verbose="):
+            verbose = arg.split("=", 1)[1].strip().lower() in _TRUE
+    return verbose
+
+
+@contextlib.contextmanager
+def _stderr_without_noise():
+    """Captures file descriptor 2 (C++ logs too); writes back what is not noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(True)
+            sys.stderr.write("".join(l for l in lines if not is_noise(l)))
+            sys.stderr.flush()
+
+
+class _DropNoise(logging.Filter):
+    """Drops noise, and TensorFlow's INFO records whatever API logged them."""
+
+    def __init__(self, tensorflow_dir):
+        super().__init__()
+        self._tensorflow_dir = tensorflow_dir
+
+    def filter(self, record):
+        if record.levelno < logging.WARNING and record.pathname.startswith(
+            self._tensorflow_dir
+        ):
+            return False
+        return not is_noise(record.getMessage())
+
+
+def start():
+    """Quiets TensorFlow unless verbose; call before TensorFlow is imported.
+
+    A source checkout also runs without `pip install -e .`: the repository is
+    put on `sys.path` when the package is not installed.
+    """
+    if importlib.util.find_spec("low_rank_local_connectivity") is None:
+        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    if verbose_requested():
+        os.environ[VERBOSE_ENV] = "1"  # Child processes too.
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow logs its start-up notices, twice (two shared libraries), before
+    # its log level applies; the CUDA probe of a CPU-only machine logs an error.
+    with _stderr_without_noise():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    drop_noise = _DropNoise(os.path.dirname(tf.__file__) + os.sep)
+    for name in ("tensorflow", "absl"):  # TFDS and parts of TF log through absl.
+        logging.getLogger(name).addFilter(drop_noise)
+
+
+def tensorboard_hint(logdir):
+    """How to view the summaries in `logdir`, with the install step if needed."""
+    command = f"tensorboard --logdir {logdir}"
+    if importlib.util.find_spec("tensorboard") is None:
+        return (f"TensorBoard summaries are in {logdir}; to view them: "
+                f"pip install tensorboard && {command}")
+    return f"TensorBoard: {command}"

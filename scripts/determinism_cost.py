@@ -1,0 +1,68 @@
+"""Training-step throughput with and without `train.deterministic`.
+
+Each round starts one process per mode (the inter-op thread pool is fixed per
+process) and times `Trainer.measure_step_throughput` for every preset's default
+model on the embedded `mnist_small`; modes alternate within a round so that both
+see the same machine load. Prints one JSON line per process and the ratio
+deterministic / default per preset and round:
+
+    python scripts/determinism_cost.py --rounds=3 > determinism_cost.jsonl
+"""
+
+import json
+import subprocess
+import sys
+import tempfile
+
+import _cli  # Before anything imports TensorFlow.
+
+_cli.start()
+
+from absl import app
+from absl import flags
+
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds of both modes.")
+_PRESETS = flags.DEFINE_list(
+    "presets", ["conv", "lrlc", "lrlc_input_dependent", "lc"],
+    "Model presets of mnist_small to time.",
+)
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per preset.")
+_MEASURE = flags.DEFINE_bool("measure", None, "Internal: time one mode in this process.")
+
+
+def _measure(deterministic):
+    from low_rank_local_connectivity import trainer
+    from low_rank_local_connectivity.configs import experiment
+
+    rates = {}
+    for preset in _PRESETS.value:
+        config = experiment.get_config(f"mnist_small_{preset}")
+        config.train.deterministic = deterministic
+        run = trainer.Trainer(config, tempfile.mkdtemp())
+        rates[preset] = run.measure_step_throughput(num_steps=_STEPS.value)
+    return rates
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if _MEASURE.value is not None:
+        print(json.dumps(_measure(_MEASURE.value)))
+        return
+    for round_index in range(_ROUNDS.value):
+        rates = {}
+        for deterministic in (False, True):
+            output = subprocess.run(
+                [sys.executable, __file__, f"--measure={deterministic}",
+                 f"--presets={','.join(_PRESETS.value)}", f"--steps={_STEPS.value}"],
+                check=True, capture_output=True, text=True,
+            ).stdout
+            rates[deterministic] = json.loads(output.strip().splitlines()[-1])
+            print(json.dumps(dict(round=round_index, deterministic=deterministic,
+                                  examples_per_second=rates[deterministic])), flush=True)
+        ratios = {p: round(rates[True][p] / rates[False][p], 3) for p in _PRESETS.value}
+        print(json.dumps(dict(round=round_index, ratio=ratios)), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

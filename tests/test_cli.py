@@ -1,0 +1,95 @@
+"""The start-up every script shares (`scripts/_cli.py`): quiet output, hints."""
+
+import importlib.util
+import logging
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+from conftest import noise_lines
+
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+import _cli  # noqa: E402  (the scripts' folder is on sys.path only now)
+
+# A TensorFlow C++ log line: 'I0000 00:00:1796061753.352078    3164 port.cc:153] ...'.
+_CPP_LOG_LINE = re.compile(r"^[IWEF]\d{4} ", re.MULTILINE)
+
+
+@pytest.mark.parametrize("argv, environ, verbose", [
+    ([], {}, False),
+    (["--verbose"], {}, True),
+    (["--verbose=true"], {}, True),
+    (["--verbose", "--noverbose"], {}, False),
+    (["--verbose=0"], {"LRLC_VERBOSE": "1"}, False),
+    ([], {"LRLC_VERBOSE": "1"}, True),
+    ([], {"LRLC_VERBOSE": "0"}, False),
+    (["--verbosity=1"], {}, False),  # absl's own flag is another one.
+])
+def test_verbose_switches(argv, environ, verbose):
+    assert _cli.verbose_requested(["script.py", *argv], environ) is verbose
+
+
+def test_tensorboard_hint_agrees_with_the_install(monkeypatch):
+    find_spec = importlib.util.find_spec
+    assert _cli.tensorboard_hint("runs/q") == (
+        "TensorBoard: tensorboard --logdir runs/q"
+        if find_spec("tensorboard") else
+        "TensorBoard summaries are in runs/q; to view them: "
+        "pip install tensorboard && tensorboard --logdir runs/q"
+    )
+    monkeypatch.setattr(
+        importlib.util, "find_spec",
+        lambda name, *args: None if name == "tensorboard" else find_spec(name, *args),
+    )
+    assert _cli.tensorboard_hint("runs/q").endswith(
+        "pip install tensorboard && tensorboard --logdir runs/q"
+    )
+
+
+def _record(pathname, level, message):
+    return logging.LogRecord("absl", level, pathname, 1, message, None, None)
+
+
+def test_log_filter_drops_tensorflow_info_and_known_noise():
+    tensorflow_dir = "/site-packages/tensorflow/"
+    drop = _cli._DropNoise(tensorflow_dir)
+    kept = [
+        _record(f"{tensorflow_dir}python/x.py", logging.WARNING, "a real warning"),
+        _record("/repo/low_rank_local_connectivity/trainer.py", logging.INFO,
+                "step 2/2  loss 2.2808"),
+    ]
+    dropped = [
+        _record(f"{tensorflow_dir}python/checkpoint/functional_saver.py",
+                logging.INFO, "Sharding callback duration: 26 microseconds"),
+        _record("/site-packages/tensorflow_datasets/core/utils/file_utils.py",
+                logging.WARNING,
+                "Variant folder /x/mnist/3.0.1 has no dataset_info.json"),
+    ]
+    assert [drop.filter(r) for r in kept + dropped] == [True, True, False, False]
+
+
+def _missing_export(tmp_path, *flags, **environ):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", _cli.VERBOSE_ENV)}
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "export_saved_model.py"),
+         f"--model_dir={tmp_path / 'missing'}", *flags],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+        env=dict(env, **environ),
+    )
+
+
+def test_scripts_are_quiet_unless_asked(tmp_path):
+    quiet = _missing_export(tmp_path)
+    assert quiet.returncode == 1
+    (line,) = quiet.stderr.splitlines()  # TensorFlow was imported: no noise.
+    assert line.startswith("error: Invalid value for argument `model_dir`")
+
+    verbose = _missing_export(tmp_path, "--verbose")
+    assert verbose.returncode == 1 and line in verbose.stderr
+    assert _CPP_LOG_LINE.search(verbose.stderr) or noise_lines(verbose.stderr), (
+        verbose.stderr)

@@ -1,0 +1,179 @@
+"""Runs every code block of README.md as written, so that the README cannot drift.
+
+The blocks run in order, in a scratch folder laid out like the repository root
+(the package and `scripts/` linked, `docs/` copied), with `python` on the PATH
+being this interpreter: `sh` blocks through bash, `python` blocks as files.
+Markers in the README, in an HTML comment before a block, change that:
+
+- `<!-- readme-test: skip, REASON -->`: the block is not run (it installs, needs
+  internet or data this test cannot have, or starts a server); it is reported as
+  skipped under its name.
+- `<!-- readme-test: shorten with ARGS -->`: ARGS is appended to every command of
+  the block (e.g. fewer training steps). The README's text before the block must
+  say so, in those words, so a reader can shorten it the same way.
+
+`text` and `bibtex` blocks are output, formulas and references, never run.
+"""
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+from conftest import noise_lines
+
+README = REPO_ROOT / "README.md"
+RUN = ("sh", "python")
+NOT_RUN = ("text", "bibtex")
+_MARKER = re.compile(  # A line of its own.
+    r"^<!-- readme-test: (?:skip, (?P<reason>.+?)|shorten with (?P<args>.+?)) -->$"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    name: str  # '<section slug>-<n>', n counting the section's blocks from 1
+    language: str
+    code: str
+    line: int
+    prose: str  # The README's text between the previous block and this one.
+    skip: str = None
+    shorten: str = None
+
+
+def _slug(heading):
+    return re.sub(r"[^a-z0-9]+", "-", heading.lstrip("#").strip().lower()).strip("-")
+
+
+def parse_readme(text):
+    """The code blocks of a README: fenced ones, and indented ones as `sh`."""
+    lines = text.splitlines()
+    blocks, counts, prose, marker = [], {}, [], None
+    section, index = "top", 0
+
+    def add(language, body, line):
+        nonlocal marker, prose
+        counts[section] = counts.get(section, 0) + 1
+        blocks.append(Block(
+            name=f"{section}-{counts[section]}", language=language,
+            code="\n".join(body) + "\n", line=line, prose=" ".join(prose),
+            skip=marker and marker["reason"], shorten=marker and marker["args"],
+        ))
+        marker, prose = None, []
+
+    while index < len(lines):
+        line = lines[index]
+        if line.startswith("```"):
+            start, body = index, []
+            index += 1
+            while not lines[index].startswith("```"):
+                body.append(lines[index])
+                index += 1
+            add(line[3:].strip(), body, start + 1)
+        elif line.startswith("    ") and not lines[index - 1].strip():
+            start, body = index, []
+            while index < len(lines) and (
+                lines[index].startswith("    ") or not lines[index].strip()
+            ):
+                body.append(lines[index][4:])
+                index += 1
+            add("sh", [l for l in body if l.strip()], start + 1)
+            continue
+        elif _MARKER.search(line):
+            marker = _MARKER.search(line)
+        else:
+            if line.startswith("#"):
+                section = _slug(line)
+            prose.append(line)
+        index += 1
+    return blocks
+
+
+BLOCKS = parse_readme(README.read_text())
+
+
+def _shortened(code, args):
+    """`code` with `args` appended to each command, before any comment."""
+    commands = code.replace("\\\n", " ").splitlines()
+    out = []
+    for command in commands:
+        if command.strip() and not command.lstrip().startswith("#"):
+            command, hash_, comment = command.partition(" #")
+            command = f"{command.rstrip()} {args}" + (f"  #{comment}" if hash_ else "")
+        out.append(command)
+    return "\n".join(out) + "\n"
+
+
+@pytest.fixture(scope="module")
+def readme_runs(tmp_path_factory):
+    """Runs the blocks in order; block name -> CompletedProcess."""
+    workspace = tmp_path_factory.mktemp("readme")
+    for name in ("low_rank_local_connectivity", "scripts", "setup.py", "README.md"):
+        (workspace / name).symlink_to(REPO_ROOT / name)
+    shutil.copytree(REPO_ROOT / "docs", workspace / "docs")  # The benchmark writes.
+    bin_dir = tmp_path_factory.mktemp("bin")
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bin_dir / "python").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "LRLC_VERBOSE"}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    runs = {}
+    for block in BLOCKS:
+        if block.language not in RUN or block.skip:
+            continue
+        code = _shortened(block.code, block.shorten) if block.shorten else block.code
+        if block.language == "python":
+            script = workspace / f"readme_{block.name}.py"
+            script.write_text(code)
+            command = ["python", script.name]
+        else:
+            command = ["bash", "-e", "-o", "pipefail", "-c", code]
+        runs[block.name] = subprocess.run(
+            command, cwd=workspace, env=env, capture_output=True, text=True,
+            timeout=900,
+        )
+    return runs
+
+
+def test_every_block_has_a_known_language():
+    unknown = [(b.name, b.language) for b in BLOCKS if b.language not in RUN + NOT_RUN]
+    assert not unknown, f"README blocks without `sh`, `python`, `text` or `bibtex`: {unknown}"
+    assert len([b for b in BLOCKS if b.language in RUN and not b.skip]) >= 10
+
+
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.shorten], ids=lambda b: b.name)
+def test_shortening_is_written_in_the_readme(block):
+    assert block.shorten in " ".join(block.prose.split()).replace("`", ""), (
+        f"README line {block.line}: the text before the block does not say "
+        f"'{block.shorten}'"
+    )
+
+
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.language in RUN],
+                         ids=lambda b: b.name)
+def test_readme_block_runs(block, readme_runs):
+    if block.skip:
+        pytest.skip(f"{block.name} (README line {block.line}): {block.skip}")
+    result = readme_runs[block.name]
+    assert result.returncode == 0, (
+        f"README line {block.line} ({block.name}) failed:\n{block.code}\n"
+        f"stdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-3000:]}"
+    )
+    if "scripts/" in block.code:  # The scripts are quiet by default.
+        assert noise_lines(result.stderr) == []
+
+
+def test_nothing_points_outside_the_repository():
+    """No ../shared or SPEC for users: only the Development section may say so."""
+    user_facing = README.read_text().split("\n## Development")[0]
+    for path in [*(REPO_ROOT / "docs").rglob("*.md"),
+                 *(REPO_ROOT / "low_rank_local_connectivity").rglob("*.py"),
+                 *(REPO_ROOT / "scripts").glob("*.py")]:
+        if path.name != "fault_campaign.py":  # A developer tool (CI's data).
+            user_facing += path.read_text()
+    assert "../shared" not in user_facing and '"shared"' not in user_facing
+    assert not re.search(r"\bSPEC\b", user_facing)
