@@ -34,8 +34,9 @@ import numpy as np
 from keras.src.models.functional import Functional
 
 from low_rank_local_connectivity import layers as lrlc_layers
+from low_rank_local_connectivity.validation import invalid_argument
+from low_rank_local_connectivity.validation import is_int
 
-_invalid = lrlc_layers._invalid
 
 # Keyword arguments of `LowRankLocallyConnected2D` that `to_lrlc` passes through.
 # The geometry, activation and bias come from the convolution, and the weights are
@@ -82,21 +83,21 @@ class ConversionPlan:
 
 def _check_arguments(model, spatial_rank, layers, basis_perturbation, seed, lrlc_kwargs):
     if not isinstance(model, (keras.Sequential, Functional)):
-        raise _invalid(
+        raise invalid_argument(
             "model", type(model).__name__,
             "a Sequential or functional keras.Model (a subclassed model has no "
             "graph of layers to rewrite)",
         )
     if not model.built:
-        raise _invalid("model", model.name, "a built model (give it an Input)")
-    if not lrlc_layers._is_int(spatial_rank) or spatial_rank < 1:
-        raise _invalid("spatial_rank", spatial_rank, "a positive integer")
+        raise invalid_argument("model", model.name, "a built model (give it an Input)")
+    if not is_int(spatial_rank) or spatial_rank < 1:
+        raise invalid_argument("spatial_rank", spatial_rank, "a positive integer")
     if not (
         layers is None or callable(layers)
         or (isinstance(layers, (list, tuple))
             and all(isinstance(name, str) for name in layers))
     ):
-        raise _invalid(
+        raise invalid_argument(
             "layers", layers, "None, a list of layer names or a predicate on a layer"
         )
     if (
@@ -104,10 +105,10 @@ def _check_arguments(model, spatial_rank, layers, basis_perturbation, seed, lrlc
         or not isinstance(basis_perturbation, (int, float, np.floating))
         or not math.isfinite(basis_perturbation) or basis_perturbation < 0
     ):
-        raise _invalid("basis_perturbation", basis_perturbation,
+        raise invalid_argument("basis_perturbation", basis_perturbation,
                        "a non-negative number")
-    if not lrlc_layers._is_int(seed):
-        raise _invalid("seed", seed, "an integer")
+    if not is_int(seed):
+        raise invalid_argument("seed", seed, "an integer")
     unknown = sorted(set(lrlc_kwargs) - set(LRLC_KWARGS))
     if unknown:
         raise ValueError(
@@ -178,7 +179,7 @@ def _replacements(model, spatial_rank, layers, lrlc_kwargs):
         known = {layer.name for layer in all_layers}
         missing = [name for name in layers if name not in known]
         if missing:
-            raise _invalid("layers", missing, f"names of layers of model {model.name!r}")
+            raise invalid_argument("layers", missing, f"names of layers of model {model.name!r}")
     replacements, skipped = {}, {}
     for layer in all_layers:
         if isinstance(layers, (list, tuple)):
