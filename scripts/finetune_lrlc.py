@@ -16,16 +16,11 @@ Usage:
 Exit status: 0 on success, 1 with a one-line `error:` message.
 """
 
-import os
-import pathlib
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import _cli  # Before anything imports TensorFlow.
 
-try:
-    import low_rank_local_connectivity  # noqa: F401
-except ImportError:  # Run from a source checkout without `pip install -e .`.
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+_cli.start()
 
 from absl import app
 from absl import flags
