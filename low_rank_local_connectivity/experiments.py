@@ -17,7 +17,7 @@ layer type at one block position, one rank and one seed:
 `configs/experiment.py` for that dataset) and `PRESETS` adds 'quick', a tiny grid
 on the embedded `mnist_small` that finishes on 2 CPU cores in minutes.
 
-Each cell is an ordinary `trainer.Trainer` run in its own `model_dir`
+Each cell is an ordinary `training.train_and_evaluate` run in its own `model_dir`
 (`<output_dir>/<dataset>/<cell name>`). `run_grid` runs cells in `parallel`
 worker processes, skips finished cells and resumes interrupted ones (the trainer
 restores the latest checkpoint of a `model_dir`). After training, the test split
@@ -414,18 +414,14 @@ def run_cell(cell, config, model_dir, num_threads=None):
     if num_threads:
         tf.config.threading.set_intra_op_parallelism_threads(num_threads)
         tf.config.threading.set_inter_op_parallelism_threads(num_threads)
-    run = training.Trainer(config, model_dir)
-    results = None
-    if run.step >= config.train.train_steps:
-        results = run_dir.read_results(model_dir)
-    if results is None or results["train_steps"] != run.step:
-        results = run.train_and_evaluate()
+    results = run_dir.RunDirectory(model_dir).read_results()
+    if results is None or results["train_steps"] != config.train.train_steps:
+        results = training.train_and_evaluate(config, model_dir)
     best = results["best_valid"]
     if best["step"] == results["train_steps"]:
         test = results["test"]
     else:
-        run.restore("best")
-        test = run.evaluate("test")
+        test = training.evaluate_checkpoint(model_dir, "test", "best")
     cell_result = dict(
         cell=dataclasses.asdict(cell),
         config=json.loads(config.to_json_best_effort()),
@@ -955,4 +951,6 @@ def _atomic_write(path, text):
 
 
 def _atomic_write_json(path, value):
-    return _atomic_write(path, json.dumps(value, indent=2) + "\n")
+    from low_rank_local_connectivity.training import run_dir
+
+    return run_dir.atomic_write_json(path, value)

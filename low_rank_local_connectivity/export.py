@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from low_rank_local_connectivity import data_provider
 from low_rank_local_connectivity.training import lock
-from low_rank_local_connectivity.training import run_dir
+from low_rank_local_connectivity.training import runs
 
 SAVED_MODEL_DIR = "saved_model"
 KERAS_FILE = "model.keras"
@@ -195,8 +195,9 @@ def export_model(model_dir, export_dir, *, checkpoint="best"):
         OSError, tf.errors.OpError: if writing fails (the previous export
             in `export_dir` is left as it was).
     """
-    model, config, path, step = run_dir.load_model(model_dir, checkpoint)
-    metadata = run_dir.load_metadata(model_dir)
+    run = runs.open_run(model_dir)
+    model, path, step = run.load_model(checkpoint)
+    config, metadata = run.config, run.metadata
     image_shape = tuple(config.model.input_shape)
     module = _ServingModule(model, config.dataset, image_shape)
     tf.io.gfile.makedirs(export_dir)

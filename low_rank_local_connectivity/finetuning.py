@@ -60,14 +60,22 @@ def finetune_config(source_dir, *, conversion=None, checkpoint="latest",
         ValueError: if `source_dir` holds no run, or its model is itself
             converted (fine-tune it by training it further instead).
     """
-    config = training.load_config(source_dir)
+    try:
+        run = training.open_run(source_dir)
+    except ValueError:
+        raise ValueError(
+            "Invalid value for argument `source_dir`. Expected the model_dir of "
+            f"a trainer run (with {run_dir.CONFIG_FILE}). Received: "
+            f"source_dir={source_dir!r}"
+        ) from None
+    config = run.config
     if config.model.get("convert") is not None:
         raise ValueError(
             f"Invalid value for argument `source_dir`: the model of {source_dir!r} "
             "is already converted (model.convert is set); train that run further "
             "instead of converting it again."
         )
-    training.checkpoint_path(source_dir, checkpoint)  # Fails early when missing.
+    run.checkpoint_path(checkpoint)  # Fails early when missing.
     config.init_from = ml_collections.ConfigDict(
         dict(model_dir=os.path.abspath(source_dir), checkpoint=checkpoint)
     )
@@ -107,24 +115,30 @@ def comparison_arms(spatial_rank=2, input_dependent=False):
     return arms
 
 
+class RecordStartMetrics(training.Callback):
+    """Writes the test metrics of a new run's model before its first step.
+
+    They go to `<model_dir>/START_FILE`, once: a resumed run keeps them.
+    """
+
+    def on_train_begin(self, controller):
+        path = os.path.join(controller.model_dir, START_FILE)
+        if controller.step == 0 and not os.path.exists(path):
+            run_dir.atomic_write_json(path, controller.evaluate("test", record=False))
+
+
 def _train(config, model_dir, record_start=False):
     """Trains a run to the end (or reads its results) -> results dict.
 
     With `record_start`, the test metrics of the model before its first step
     are written to `START_FILE` (once) and added as 'start_test'.
     """
-    run = training.Trainer(config, model_dir)
-    start_path = os.path.join(model_dir, START_FILE)
-    if record_start and run.step == 0 and not os.path.exists(start_path):
-        os.makedirs(model_dir, exist_ok=True)
-        experiments._atomic_write_json(start_path, run.evaluate("test"))
-    results = None
-    if run.step >= config.train.train_steps:
-        results = run_dir.read_results(model_dir)
-    if results is None or results["train_steps"] != run.step:
-        results = run.train_and_evaluate()
+    results = run_dir.RunDirectory(model_dir).read_results()
+    if results is None or results["train_steps"] != config.train.train_steps:
+        callbacks = [RecordStartMetrics()] if record_start else []
+        results = training.train_and_evaluate(config, model_dir, callbacks=callbacks)
     if record_start:
-        with open(start_path) as f:
+        with open(os.path.join(model_dir, START_FILE)) as f:
             results["start_test"] = json.load(f)
     return results
 
@@ -236,14 +250,14 @@ def write_results(rows, results_dir, settings):
     writer.writeheader()
     writer.writerows(rows)
     return [
-        experiments._atomic_write(os.path.join(results_dir, RESULTS_CSV),
+        run_dir.atomic_write_text(os.path.join(results_dir, RESULTS_CSV),
                                   buffer.getvalue()),
-        experiments._atomic_write_json(
+        run_dir.atomic_write_json(
             os.path.join(results_dir, RESULTS_JSON),
             dict(settings=settings, runs=rows,
                  summaries=experiments._json_safe(summaries)),
         ),
-        experiments._atomic_write(
+        run_dir.atomic_write_text(
             os.path.join(results_dir, RESULTS_MD),
             render_markdown(summaries, settings["finetune_steps"]),
         ),

@@ -3,26 +3,20 @@
 For an LRLC layer of rank K the combining weights a[i, j, k] say how much basis
 k contributes at output position (i, j). `plot_combining_weights` draws one heat
 map per basis on a shared colour scale; for input-dependent layers it draws one
-row per example image, the image first. `visualize_model_dir` does this for
-every LRLC layer of a model trained by `trainer` and writes one PNG per layer.
+row per example image, the image first. `run_visualization.visualize_model_dir`
+does this for every LRLC layer of a trained run.
 
 Example:
 
->>> model, config, _, _ = run_dir.load_model("runs/mnist_lrlc")  # doctest: +SKIP
->>> images = example_images(config, num_images=4)             # doctest: +SKIP
 >>> for layer in lrlc_layers(model):                           # doctest: +SKIP
 ...     weights = combining_weights(model, layer, images)
 ...     plot_combining_weights(weights, f"{layer.name}.png", images=images)
 """
 
-import os
-
 import keras
 import numpy as np
 
-from low_rank_local_connectivity import data_provider
 from low_rank_local_connectivity import layers as lrlc_layers_lib
-from low_rank_local_connectivity.training import run_dir
 
 
 def lrlc_layers(model):
@@ -147,63 +141,3 @@ def plot_combining_weights(weights, path, *, images=None, title=None):
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
-
-
-def example_images(config, num_images=4, split="test"):
-    """The first `num_images` preprocessed images of a split of a run's data.
-
-    Args:
-        config: experiment config (its `dataset` section is used).
-        num_images: int >= 1.
-        split: 'train', 'valid' or 'test' (evaluation pipeline, fixed order).
-
-    Returns:
-        float32 array (num_images, H, W, C).
-    """
-    if not isinstance(num_images, int) or num_images < 1:
-        raise ValueError(
-            "Invalid value for argument `num_images`. Expected a positive "
-            f"integer. Received: {num_images!r}"
-        )
-    batches = data_provider.DatasetOptions.from_config(config.dataset).make_dataset(
-        split, batch_size=num_images, is_training=False, seed=config.get("seed"),
-    )
-    images, _, _ = next(iter(batches))
-    return images.numpy()
-
-
-def visualize_model_dir(model_dir, output_dir, *, num_images=4, which="best",
-                        data_dir=None):
-    """Writes one combining-weight PNG per LRLC layer of a trained model.
-
-    Args:
-        model_dir: str, a trainer model_dir.
-        output_dir: str, where the PNGs go (`<layer name>.png`).
-        num_images: int, example test images for input-dependent layers.
-        which: 'best' or 'latest' checkpoint.
-        data_dir: optional str, TFDS data_dir (default: the run's).
-
-    Returns:
-        List of the PNG paths written (empty when the model has no LRLC layer).
-    """
-    model, config, _, _ = run_dir.load_model(model_dir, which)
-    if data_dir is not None:
-        config.dataset.data_dir = data_dir
-    layers = lrlc_layers(model)
-    if not layers:
-        return []
-    images = example_images(config, num_images)
-    os.makedirs(output_dir, exist_ok=True)
-    paths = []
-    for layer in layers:
-        weights = combining_weights(model, layer, images)
-        mode = "input-dependent" if layer.input_dependent else "fixed"
-        paths.append(plot_combining_weights(
-            weights, os.path.join(output_dir, f"{layer.name}.png"),
-            images=images if layer.input_dependent else None,
-            title=(
-                f"{layer.name}: {mode} combining weights, rank "
-                f"{layer.spatial_rank} ({config.dataset.name})"
-            ),
-        ))
-    return paths

@@ -19,7 +19,7 @@ Examples:
   # input pipeline versus the same training step on one batch held in memory.
   python scripts/benchmark.py --layers= --training=mnist_small_conv,mnist_small_lrlc
 
-Training throughput runs `trainer.train_and_evaluate` on the embedded MNIST subset
+Training throughput runs `training.train_and_evaluate` on the embedded MNIST subset
 (no external data) and reports its steady-state examples/s (the first, tracing step
 excluded), next to `Trainer.measure_step_throughput` of the same configuration.
 """
@@ -258,7 +258,7 @@ def markdown_table(rows):
 
 def benchmark_training(preset, steps, workdir):
     """Trainer examples/s against the pure step rate, for one experiment preset."""
-    from low_rank_local_connectivity import trainer
+    from low_rank_local_connectivity import training
     from low_rank_local_connectivity.configs import experiment
 
     config = experiment.get_config(preset)
@@ -267,10 +267,10 @@ def benchmark_training(preset, steps, workdir):
     train.log_every_steps = max(steps // 4, 1)
     # The in-memory step is timed before and after the trainer run, and averaged,
     # so that drift of the machine's speed does not bias the ratio.
-    step_trainer = trainer.Trainer(config, str(workdir / preset / "step"))
-    step_before = step_trainer.measure_step_throughput(num_steps=steps // 2)
-    results = trainer.train_and_evaluate(config, str(workdir / preset / "trainer"))
-    step_after = step_trainer.measure_step_throughput(num_steps=steps // 2)
+    step_task = training.create_task(config)
+    step_before = step_task.measure_step_throughput(num_steps=steps // 2)
+    results = training.train_and_evaluate(config, str(workdir / preset / "trainer"))
+    step_after = step_task.measure_step_throughput(num_steps=steps // 2)
     step_only = (step_before + step_after) / 2
     with_pipeline = results["steady_examples_per_second"]
     return dict(

@@ -31,7 +31,7 @@ from absl import flags
 
 from low_rank_local_connectivity import data_provider
 from low_rank_local_connectivity import finetuning
-from low_rank_local_connectivity import trainer
+from low_rank_local_connectivity import training
 from low_rank_local_connectivity.configs import experiment
 
 _DATASET = flags.DEFINE_enum(
@@ -85,7 +85,7 @@ def main(argv):
         )
     except (
         TypeError, ValueError, data_provider.DataNotFoundError,
-        trainer.TrainerError,
+        training.TrainerError,
     ) as error:
         sys.exit(f"error: {' '.join(str(error).split())}")
     for path in paths:

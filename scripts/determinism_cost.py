@@ -12,7 +12,6 @@ deterministic / default per preset and round:
 import json
 import subprocess
 import sys
-import tempfile
 
 import _cli  # Before anything imports TensorFlow.
 
@@ -31,15 +30,15 @@ _MEASURE = flags.DEFINE_bool("measure", None, "Internal: time one mode in this p
 
 
 def _measure(deterministic):
-    from low_rank_local_connectivity import trainer
+    from low_rank_local_connectivity import training
     from low_rank_local_connectivity.configs import experiment
 
     rates = {}
     for preset in _PRESETS.value:
         config = experiment.get_config(f"mnist_small_{preset}")
         config.train.deterministic = deterministic
-        run = trainer.Trainer(config, tempfile.mkdtemp())
-        rates[preset] = run.measure_step_throughput(num_steps=_STEPS.value)
+        task = training.create_task(config)
+        rates[preset] = task.measure_step_throughput(num_steps=_STEPS.value)
     return rates
 
 

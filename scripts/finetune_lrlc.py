@@ -28,7 +28,7 @@ from absl import flags
 from low_rank_local_connectivity import data_provider
 from low_rank_local_connectivity import finetuning
 from low_rank_local_connectivity import layers
-from low_rank_local_connectivity import trainer
+from low_rank_local_connectivity import training
 
 _SOURCE_DIR = flags.DEFINE_string(
     "source_dir", None, "model_dir of the finished run to start from."
@@ -84,10 +84,10 @@ def main(argv):
             train_steps=_TRAIN_STEPS.value, learning_rate=_LEARNING_RATE.value,
             seed=_SEED.value, data_dir=_DATA_DIR.value,
         )
-        results = trainer.train_and_evaluate(config, _MODEL_DIR.value)
+        results = training.train_and_evaluate(config, _MODEL_DIR.value)
     except (
         TypeError, ValueError, data_provider.DataNotFoundError,
-        trainer.TrainerError,
+        training.TrainerError,
     ) as error:
         sys.exit(f"error: {' '.join(str(error).split())}")
     print(

@@ -21,7 +21,7 @@ _cli.start()
 from absl import app
 from absl import flags
 
-from low_rank_local_connectivity import trainer
+from low_rank_local_connectivity import training
 from low_rank_local_connectivity.configs import experiment
 
 PRESETS = ("mnist_small_conv", "mnist_small_lrlc")
@@ -48,8 +48,8 @@ def main(argv):
         model_dir = os.path.join(_MODEL_DIR.value, preset)
         print(f"Training {preset} in {model_dir} ...", flush=True)
         try:
-            results = trainer.train_and_evaluate(config, model_dir)
-        except (TypeError, ValueError, trainer.TrainerError) as error:
+            results = training.train_and_evaluate(config, model_dir)
+        except (TypeError, ValueError, training.TrainerError) as error:
             sys.exit(f"error: {' '.join(str(error).split())}")
         rows.append((preset, results))
     print()

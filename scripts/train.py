@@ -15,7 +15,7 @@ datasets download them with `--config.dataset.download=True`. Progress lines
 Exit status: 0 on success, 1 with a one-line `error:` message for an invalid
 flag, preset or config, missing or corrupted data, a NaN/Inf loss, a
 `model_dir` in use by another trainer or holding another experiment,
-unreadable checkpoints or a failed write (see `trainer.TrainerError`).
+unreadable checkpoints or a failed write (see `training.TrainerError`).
 """
 
 import re
@@ -30,7 +30,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from low_rank_local_connectivity import data_provider
-from low_rank_local_connectivity import trainer
+from low_rank_local_connectivity import training
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -86,10 +86,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     try:
-        trainer.Trainer(_CONFIG.value, _MODEL_DIR.value).train_and_evaluate()
+        training.train_and_evaluate(_CONFIG.value, _MODEL_DIR.value)
     except data_provider.DataNotFoundError as error:
         sys.exit(f"error: {' '.join(str(error.named_for('--config.dataset.')).split())}")
-    except (TypeError, ValueError, trainer.TrainerError) as error:
+    except (TypeError, ValueError, training.TrainerError) as error:
         sys.exit(f"error: {' '.join(str(error).split())}")
 
 

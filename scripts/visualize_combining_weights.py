@@ -20,7 +20,7 @@ _cli.start()
 from absl import app
 from absl import flags
 
-from low_rank_local_connectivity import visualization
+from low_rank_local_connectivity import run_visualization
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Trainer model_dir.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the PNGs go.")
@@ -40,9 +40,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     try:
-        paths = visualization.visualize_model_dir(
+        paths = run_visualization.visualize_model_dir(
             _MODEL_DIR.value, _OUTPUT_DIR.value, num_images=_NUM_IMAGES.value,
-            which=_CHECKPOINT.value, data_dir=_DATA_DIR.value,
+            checkpoint=_CHECKPOINT.value, data_dir=_DATA_DIR.value,
         )
     except (TypeError, ValueError) as error:
         sys.exit(f"error: {error}")

@@ -5,7 +5,7 @@ import pytest
 
 from low_rank_local_connectivity import data_provider
 from low_rank_local_connectivity import models
-from low_rank_local_connectivity import trainer
+from low_rank_local_connectivity import training
 from low_rank_local_connectivity.configs import experiment
 
 
@@ -23,7 +23,7 @@ def test_presets_are_dataset_times_model_presets():
 @pytest.mark.parametrize("preset", experiment.PRESETS)
 def test_every_preset_is_valid(preset):
     config = experiment.get_config(preset)
-    trainer.validate_config(config)
+    training.validate_config(config)
     dataset, model_preset = experiment.split_preset(preset)
     assert config.dataset.name == dataset
     expected_model = models.get_model_config(model_preset).to_dict()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from low_rank_local_connectivity import experiments
-from low_rank_local_connectivity import trainer
+from low_rank_local_connectivity import training
 
 
 def _write_cell(output_dir, cell, *, valid, test, params, best_step=100,
@@ -190,7 +190,7 @@ def test_cell_config_places_layer_and_rank():
     )
     cell = experiments.Cell("trans_mnist42", "lrlc_input_dependent", 3, 4, 2)
     config = experiments.cell_config(cell, grid, data_dir="/data")
-    trainer.validate_config(config)
+    training.validate_config(config)
     assert config.seed == 2
     assert config.dataset.name == "trans_mnist42"
     assert config.dataset.data_dir == "/data"

@@ -14,7 +14,7 @@ from conftest import REPO_ROOT
 from conftest import noise_lines
 from low_rank_local_connectivity import data_provider
 from low_rank_local_connectivity import export
-from low_rank_local_connectivity.training import run_dir
+from low_rank_local_connectivity import training
 
 # Loads the SavedModel and serves two batch sizes; must not import the package.
 _SERVE = r"""
@@ -69,7 +69,7 @@ def exported(tmp_path_factory):
         cwd=tmp,
     )
     paths = json.loads(result.stdout)
-    return tmp, model_dir, paths, trained.stderr + result.stderr
+    return tmp, model_dir, paths, (trained.stdout, trained.stderr + result.stderr)
 
 
 def _images(count, seed=0):
@@ -108,8 +108,9 @@ def test_saved_model_serves_in_a_process_without_the_package(exported):
 
     # Oracle: the best checkpoint restored into a freshly built model, applied
     # to images scaled to the dataset's value range by hand.
-    model, config, _, _ = run_dir.load_model(str(model_dir), "best")
-    low, high = run_dir.load_metadata(str(model_dir))["value_range"]
+    run = training.open_run(str(model_dir))
+    model, _, _ = run.load_model("best")
+    low, high = run.metadata["value_range"]
     inputs = low + images.astype(np.float32) / 255.0 * (high - low)
     expected = tf.nn.softmax(model(inputs, training=False)).numpy()
     np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5)
@@ -133,9 +134,9 @@ def test_export_latest_and_errors(exported, tmp_path):
 
 
 def test_training_and_export_scripts_print_no_tensorflow_noise(exported):
-    stderr = exported[3]
-    assert noise_lines(stderr) == []
-    assert "Training mnist_small_lrlc from step 0 to 8" in stderr  # Our lines stay.
+    stdout, stderr = exported[3]
+    assert noise_lines(stdout + stderr) == []
+    assert "Training mnist_small_lrlc from step 0 to 8" in stdout  # Our lines stay.
 
 
 @pytest.mark.parametrize("images, error, message", [
@@ -165,7 +166,7 @@ def test_serving_function_serves_the_embedded_test_images(exported):
     serve = export.load_serving_function(os.path.dirname(paths["metadata"]))
     images, _ = data_provider.load_mnist_small("test")
     served = serve(images[:8])
-    model, *_ = run_dir.load_model(str(model_dir))
+    model, *_ = training.open_run(str(model_dir)).load_model()
     expected = model(data_provider.preprocess_serving_images(
         "mnist_small", tf.constant(images[:8])), training=False)
     np.testing.assert_array_equal(served["classes"].numpy(),

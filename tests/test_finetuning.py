@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from low_rank_local_connectivity import export
 from low_rank_local_connectivity import finetuning
-from low_rank_local_connectivity import trainer
+from low_rank_local_connectivity import training
 from low_rank_local_connectivity.configs import experiment
 from low_rank_local_connectivity.training import run_dir
 from low_rank_local_connectivity.layers import LowRankLocallyConnected2D as LRLC
@@ -38,12 +38,37 @@ def _tiny_config(num_filters=8, steps=6, seed=0):
 @pytest.fixture(scope="module")
 def source_dir(tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("finetuning") / "source")
-    trainer.train_and_evaluate(_tiny_config(), model_dir)
+    training.train_and_evaluate(_tiny_config(), model_dir, progress=False)
     return model_dir
 
 
 def _source_model(source_dir):
-    return run_dir.load_model(source_dir, "latest")[0]
+    return training.open_run(source_dir).load_model("latest")[0]
+
+
+class _Snapshot(training.Callback):
+    """The model of a run when training begins and ends."""
+
+    def __init__(self, x=None):
+        self.x = x
+
+    def on_train_begin(self, controller):
+        model = controller.task.model
+        self.step = controller.step
+        self.num_lrlc = sum(isinstance(layer, LRLC) for layer in model.layers)
+        self.start_weights = [np.asarray(v) for v in model.weights]
+        if self.x is not None:
+            self.start_outputs = np.asarray(model(self.x, training=False))
+
+    def on_train_end(self, controller, results):
+        self.end_weights = [np.asarray(v) for v in controller.task.model.weights]
+
+
+def _train(config, model_dir, x=None):
+    snapshot = _Snapshot(x)
+    results = training.train_and_evaluate(config, model_dir, callbacks=[snapshot],
+                                          progress=False)
+    return snapshot, results
 
 
 def test_converted_run_starts_as_the_source_trains_resumes_and_exports(
@@ -55,31 +80,29 @@ def test_converted_run_starts_as_the_source_trains_resumes_and_exports(
     assert config.init_from.to_dict() == dict(model_dir=source_dir, checkpoint="latest")
     assert config.model.convert.to_dict() == dict(spatial_rank=2, seed=0)
     model_dir = str(tmp_path / "converted")
-    run = trainer.Trainer(config, model_dir)
-    assert sum(isinstance(layer, LRLC) for layer in run.model.layers) == 3
     x = images((4, 28, 28, 1))
+    run, results = _train(config, model_dir, x)
+    assert run.num_lrlc == 3
     expected = np.asarray(_source_model(source_dir)(x, training=False))
-    np.testing.assert_allclose(run.model(x, training=False), expected, atol=1e-5)
-    results = run.train_and_evaluate()
+    np.testing.assert_allclose(run.start_outputs, expected, atol=1e-5)
     assert results["train_steps"] == 3 and results["preset"] == "mnist_small_conv_to_lrlc2"
-    trained = [np.asarray(v) for v in run.model.weights]
 
     # Resuming restores the run's own checkpoint: the source is not needed.
     shutil.move(source_dir, str(tmp_path / "moved"))
     try:
-        resumed = trainer.Trainer(config, model_dir)
+        resumed, _ = _train(config, model_dir)
     finally:
         shutil.move(str(tmp_path / "moved"), source_dir)
     assert resumed.step == 3
-    for old, new in zip(trained, resumed.model.weights):
-        np.testing.assert_array_equal(old, np.asarray(new))
+    for old, new in zip(run.end_weights, resumed.start_weights):
+        np.testing.assert_array_equal(old, new)
 
     paths = export.export_model(model_dir, str(tmp_path / "export"), checkpoint="latest")
-    model = run_dir.load_model(model_dir, "latest")[0]
+    model = training.open_run(model_dir).load_model("latest")[0]
     served = tf.saved_model.load(paths["saved_model"])
     pixels = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1), np.uint8)
     probabilities = served.signatures["serving_default"](images=tf.constant(pixels))
-    low, high = trainer.load_metadata(model_dir)["value_range"]
+    low, high = training.open_run(model_dir).metadata["value_range"]
     inputs = low + pixels.astype(np.float32) / 255.0 * (high - low)
     np.testing.assert_allclose(
         probabilities["probabilities"], tf.nn.softmax(model(inputs, training=False)),
@@ -93,16 +116,16 @@ def test_unconverted_run_starts_from_the_source_weights(source_dir, tmp_path):
     assert "convert" not in config.model and config.seed == 5
     assert config.train.optimizer.learning_rate == 0.01
     assert config.train.eval_every_steps == 2
-    run = trainer.Trainer(config, str(tmp_path / "continued"))
-    for old, new in zip(_source_model(source_dir).weights, run.model.weights):
-        np.testing.assert_array_equal(np.asarray(old), np.asarray(new))
+    run, _ = _train(config, str(tmp_path / "continued"))
+    for old, new in zip(_source_model(source_dir).weights, run.start_weights):
+        np.testing.assert_array_equal(np.asarray(old), new)
     assert run.step == 0
 
 
 def test_finetune_config_and_init_from_errors(source_dir, tmp_path):
     with pytest.raises(ValueError, match=r"`checkpoint`.*'nope'"):
         finetuning.finetune_config(source_dir, checkpoint="nope")
-    with pytest.raises(ValueError, match=r"`model_dir`.*config.json"):
+    with pytest.raises(ValueError, match=r"`source_dir`.*config.json.*missing"):
         finetuning.finetune_config(str(tmp_path / "missing"))
     config = finetuning.finetune_config(source_dir, conversion=dict(spatial_rank=2))
     converted_dir = str(tmp_path / "converted")
@@ -113,15 +136,15 @@ def test_finetune_config_and_init_from_errors(source_dir, tmp_path):
         finetuning.finetune_config(converted_dir)
     config.init_from.model_dir = ""
     with pytest.raises(ValueError, match=r"`config.init_from.model_dir`.*non-empty"):
-        trainer.validate_config(config)
+        training.validate_config(config)
     # A checkpoint of another architecture.
     other = _tiny_config(num_filters=4)
     other.init_from = dict(model_dir=source_dir, checkpoint="latest")
     with pytest.raises(ValueError, match=r"checkpoint .* does not match model"):
-        trainer.Trainer(other, str(tmp_path / "other"))
+        training.train_and_evaluate(other, str(tmp_path / "other"))
     bad = finetuning.finetune_config(source_dir, conversion=dict(spatial_rank=0))
     with pytest.raises(ValueError, match=r"`spatial_rank`.*positive integer"):
-        trainer.Trainer(bad, str(tmp_path / "bad"))
+        training.train_and_evaluate(bad, str(tmp_path / "bad"))
 
 
 def test_comparison_runs_start_as_their_base_and_are_reused(tmp_path):
@@ -135,7 +158,7 @@ def test_comparison_runs_start_as_their_base_and_are_reused(tmp_path):
     for row in rows:
         assert row["seed"] == 1
         assert row["start_test_accuracy"] == pytest.approx(row["base_test_accuracy"], abs=2e-3)
-    assert trainer.load_config(str(tmp_path / "seed1" / "lrlc2")).model.convert.seed == 1
+    assert training.open_run(str(tmp_path / "seed1" / "lrlc2")).config.model.convert.seed == 1
     # Finished runs are read back, not trained again.
     assert finetuning.run_comparison(
         config, str(tmp_path), seeds=[1], finetune_steps=2, arms=arms
@@ -184,7 +207,7 @@ def test_finetune_script(source_dir, tmp_path):
                      "--layers=block2_conv", "--train_steps=2")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "mnist_small_conv_to_lrlc3:" in result.stdout and "2 steps" in result.stdout
-    config = trainer.load_config(model_dir)
+    config = training.open_run(model_dir).config
     assert config.model.convert.layers == ["block2_conv"]
     assert config.model.convert.spatial_rank == 3
 

@@ -9,6 +9,7 @@ import pytest
 
 from low_rank_local_connectivity import experiments
 from low_rank_local_connectivity import layers
+from low_rank_local_connectivity import run_visualization
 from low_rank_local_connectivity import visualization
 
 
@@ -101,7 +102,7 @@ def test_visualize_model_dir_after_training(tmp_path):
     model_dir = str(tmp_path / "run")
     experiments.run_cell(cell, experiments.cell_config(cell, grid), model_dir)
 
-    paths = visualization.visualize_model_dir(
+    paths = run_visualization.visualize_model_dir(
         model_dir, str(tmp_path / "maps"), num_images=2
     )
 

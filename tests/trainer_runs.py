@@ -1,4 +1,5 @@
-"""Trainer runs in child processes, for tests that need a fresh TensorFlow runtime.
+"""Trainer runs in child processes (`tools/child_run.py`), for tests that need a
+fresh TensorFlow runtime.
 
 A child trains one experiment (`child_spec`: preset, flattened overrides,
 model_dir) and saves its final weights, optimizer slots and results under the
@@ -8,60 +9,21 @@ resume, MirroredStrategy, multiple workers, determinism.
 
 import json
 import os
-import pathlib
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import tensorflow as tf
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tools import child_run
 
-CHILD = r"""
-import json, os, sys, time
-spec = json.loads(sys.argv[1])
-import tensorflow as tf
-if spec.get("logical_cpus"):
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * spec["logical_cpus"])
-import numpy as np
-from low_rank_local_connectivity import trainer
-from low_rank_local_connectivity.configs import experiment
-from tools import fault_injection
-config = experiment.get_config(spec["preset"])
-config.update_from_flattened_dict(
-    {k: tuple(v) if isinstance(v, list) else v for k, v in spec["overrides"].items()})
-def mark_then_hang(run):
-    open(spec["hang_marker"], "w").close()
-    time.sleep(600)
-hang = spec.get("hang_after_step")
-hooks = [fault_injection.AfterStep(hang, mark_then_hang)] if hang else []
-run = trainer.Trainer(config, spec["model_dir"], hooks=hooks)
-results = run.train_and_evaluate()
-np.savez(spec["out"] + ".npz", *[v.numpy() for v in run.model.weights])
-np.savez(spec["out"] + "_opt.npz", *[v.numpy() for v in run.optimizer.variables])
-with open(spec["out"] + ".json", "w") as f:
-    json.dump(dict(results=results, trainable=len(run.model.trainable_weights)), f)
-"""
+REPO_ROOT = child_run.REPO_ROOT
 
 
-def start_child(tmp_path, spec, env_extra=None):
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    )
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env.update(env_extra or {})
-    log = open(spec["out"] + ".log", "w")
-    return subprocess.Popen(
-        [sys.executable, str(script), json.dumps(spec)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path),
-    )
+def start_child(spec, env_extra=None):
+    """Starts a child running `spec`; its output goes to `<out>.log`."""
+    return child_run.start(spec, spec["out"] + ".log", env_extra)
 
 
 def wait_child(process, spec, timeout=240):
@@ -100,8 +62,8 @@ def kill_and_resume(tmp_path, overrides, hang_after_step):
     straight = child_spec(tmp_path, "straight", overrides)
     killed = child_spec(tmp_path, "killed", overrides, hang_after_step=hang_after_step,
                    hang_marker=str(tmp_path / "hanging"))
-    straight_process = start_child(tmp_path, straight)
-    killed_process = start_child(tmp_path, killed)
+    straight_process = start_child(straight)
+    killed_process = start_child(killed)
     deadline = time.time() + 240
     while not os.path.exists(killed["hang_marker"]):
         assert killed_process.poll() is None, open(killed["out"] + ".log").read()[-3000:]
@@ -111,7 +73,7 @@ def kill_and_resume(tmp_path, overrides, hang_after_step):
     killed_process.wait()
     latest = tf.train.latest_checkpoint(os.path.join(killed["model_dir"], "checkpoints"))
     del killed["hang_after_step"]
-    wait_child(start_child(tmp_path, killed), killed)
+    wait_child(start_child(killed), killed)
     wait_child(straight_process, straight)
     return straight, killed, latest
 

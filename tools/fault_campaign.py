@@ -50,12 +50,11 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-# A child is this module run again: `python -m tools.fault_campaign --child=...`.
-_CHILD_COMMAND = [sys.executable, "-m", "tools.fault_campaign"]
 
 from absl import app
 from absl import flags
 
+from tools import child_run
 from tools import fault_injection as fi
 
 _OUTPUT_DIR = flags.DEFINE_string(
@@ -75,7 +74,6 @@ _TFDS_DIR = flags.DEFINE_string(
     "A TFDS data_dir with real MNIST for the corrupted-shard and missing-split "
     "checks (skipped when absent).",
 )
-_CHILD = flags.DEFINE_string("child", None, "Internal: JSON spec of a child run.")
 
 PRESET = "mnist_small_lrlc"
 TRAIN_STEPS = 40
@@ -109,40 +107,13 @@ _CHILD_TIMEOUT = 300
 # Child processes.
 
 
-def _child_main(spec):
-    """Child mode: one run with the faults of `spec`; errors are one line."""
-    if spec.get("logical_cpus"):
-        import tensorflow as tf
-
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * spec["logical_cpus"]
-        )
-    from low_rank_local_connectivity import data_provider
-    from low_rank_local_connectivity import training
-
-    try:
-        fi.run_child(spec)
-    except (TypeError, ValueError, data_provider.DataNotFoundError,
-            training.TrainerError) as error:
-        sys.exit(f"error: {' '.join(str(error).split())}")
-
-
-def _env():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    )
-    return env
-
-
 def _run(args, log_path):
     """Runs a command; returns (return code, stderr lines that are ours)."""
     with open(log_path, "a") as log:
         log.write(f"$ {' '.join(args)}\n")
         log.flush()
         process = subprocess.run(
-            args, env=_env(), stdout=log, stderr=subprocess.PIPE, text=True,
+            args, env=child_run.environment(), stdout=log, stderr=subprocess.PIPE, text=True,
             timeout=_CHILD_TIMEOUT,
         )
         log.write(process.stderr)
@@ -150,7 +121,7 @@ def _run(args, log_path):
 
 
 def _child(spec, log_path):
-    return _run([*_CHILD_COMMAND, f"--child={json.dumps(spec)}"], log_path)
+    return _run(child_run.command(spec), log_path)
 
 
 def _spec(model_dir, model="tiny", **extra):
@@ -416,8 +387,8 @@ class Campaign:
         spec = _spec(model_dir, step_sleep=0.15)
         log = self.log(model_dir.name)
         first = subprocess.Popen(
-            [*_CHILD_COMMAND, f"--child={json.dumps(spec)}"],
-            env=_env(), stdout=open(log, "a"), stderr=subprocess.STDOUT,
+            child_run.command(spec),
+            env=child_run.environment(), stdout=open(log, "a"), stderr=subprocess.STDOUT,
         )
         deadline = time.time() + _CHILD_TIMEOUT
         while not [e for e in fi.read_records(spec["record"]) if e["event"] == "start"] \
@@ -740,9 +711,6 @@ def _markdown(rows, summary):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if _CHILD.value:
-        _child_main(json.loads(_CHILD.value))
-        return
     start = time.time()
     root = pathlib.Path(_OUTPUT_DIR.value)
     if root.exists():

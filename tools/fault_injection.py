@@ -1,38 +1,22 @@
 """Fault injection for the reliability campaign and tests (not shipped).
 
-Every fault plugs into the trainer through its public seams: training hooks
-(`training.Hook`) and the injected checkpoint manager
-(`Trainer(checkpoint_manager_factory=...)`).
+Every fault plugs into a run through its public seams: controller callbacks
+(`training.Callback`), the input transform and the checkpoint manager factory
+of `training.train_and_evaluate`.
 
-A trainer runs in a child process (`run_child`, driven by a JSON spec) whose
-loop is followed by a `PhaseTracker` hook: it knows whether the
-process is in a training step, a checkpoint write, an evaluation or an
-export, and can SIGKILL the process at a random moment inside a chosen
-phase, recording the phase the kill actually landed in. Other faults are
-injected the same way: NaN inputs from a given step, checkpoint writes that
-fail with "No space left on device", slowed-down steps (to give a second
-trainer time to meet the first).
+A `PhaseTracker` callback follows a run: it knows whether the process is in a
+training step, a checkpoint write, an evaluation or an export, and can SIGKILL
+the process at a random moment inside a chosen phase, recording the phase the
+kill actually landed in. Other faults are injected the same way: NaN inputs
+from a given step (`nan_inputs`), checkpoint writes that fail with "No space
+left on device" (`disk_full_checkpoints`), slowed-down steps (`SlowSteps`, to
+give a second trainer time to meet the first), a call after a given step
+(`AfterStep`). `tools/child_run.py` runs a trainer in a child process with the
+faults of a spec.
 
 The checks (`checkpoint_report`, `metrics_report`, `corrupt_checkpoint`) are
-used by `scripts/fault_campaign.py` and `tests/test_reliability.py` to verify
+used by `tools/fault_campaign.py` and `tests/test_reliability.py` to verify
 a `model_dir` after the faults.
-
-Spec of `run_child` (a dict, every key optional except the first two):
-
-- `model_dir` (str), `overrides` (dict of flattened config fields; lists are
-  turned into tuples), `preset` (default 'mnist_small_lrlc');
-- `record` (str): a JSON-lines file receiving the child's events ('start'
-  with the restored step, 'kill' with the target and landed phases, 'done');
-- `kill` (dict): `phase` (one of `PHASES`), `occurrence` (1-based entry into
-  the phase that arms the kill) and `delay` (seconds after the entry); when
-  the phase ends before the delay, the kill is re-armed at the next entry
-  with half the delay, so that it lands inside the phase;
-- `export` (bool): export the run (`export.export_model`, 'latest'
-  checkpoint) after training;
-- `nan_from_step` (int): training images become NaN from that step on;
-- `fail_writes_from_step` (int): checkpoint writes fail with ENOSPC from
-  that step on;
-- `step_sleep` (float): seconds slept after every training step.
 """
 
 import contextlib
@@ -70,10 +54,12 @@ def read_records(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-class PhaseTracker(training.Hook):
+class PhaseTracker(training.Callback):
     """Tracks the phase of a trainer process and kills it inside a phase.
 
-    It is a training hook: pass it in `Trainer(..., hooks=[tracker])`.
+    It is a controller callback: pass it in
+    `train_and_evaluate(..., callbacks=[tracker])`. It records a 'start' event
+    (with the restored step) when training begins.
 
     Args:
         record: optional str, JSON-lines file receiving the kill record.
@@ -142,8 +128,8 @@ class PhaseTracker(training.Hook):
                 timer.cancel()
                 kill["delay"] /= 2  # The phase ended first: aim earlier.
 
-    # The training loop's hooks (`training.hooks`): each phase is entered in
-    # its `before_*` hook and left in its `after_*` hook.
+    # The controller's callbacks: each phase is entered in its `*_begin`
+    # callback and left in its `*_end` callback.
 
     def _enter(self, phase):
         self._phase_context = self.in_phase(phase)
@@ -152,67 +138,73 @@ class PhaseTracker(training.Hook):
     def _leave(self):
         self._phase_context.__exit__(None, None, None)
 
-    def before_step(self, trainer, step):
+    def on_train_begin(self, controller):
+        if self.record:
+            append_record(self.record, dict(
+                event="start", pid=os.getpid(), restored_step=controller.step,
+                time=time.time(),
+            ))
+
+    def on_train_batch_begin(self, controller, step):
         self._enter("step")
 
-    def after_step(self, trainer, step, logs):
+    def on_train_batch_end(self, controller, step, logs):
         # After the step's outputs were read: the step is asynchronous until then.
         self._leave()
         self.step = step
 
-    def before_checkpoint(self, trainer, kind, step):
+    def on_checkpoint_begin(self, controller, checkpoint, step):
         self._enter("checkpoint")
 
-    def after_checkpoint(self, trainer, kind, step, path):
+    def on_checkpoint_end(self, controller, checkpoint, step, path):
         self._leave()
 
-    def before_evaluation(self, trainer, split):
+    def on_evaluate_begin(self, controller, split):
         self._enter("evaluation")
 
-    def after_evaluation(self, trainer, split, metrics):
+    def on_evaluate_end(self, controller, split, metrics):
         self._leave()
 
 
-class NaNInputs(training.Hook):
-    """Makes the training images NaN from step `from_step` on."""
+def nan_inputs(from_step):
+    """An input transform making the training images NaN from step `from_step` on."""
 
-    def __init__(self, from_step):
-        self.from_step = from_step
-
-    def transform_dataset(self, split, dataset):
+    def transform(split, dataset):
         if split != "train":
             return dataset
 
         def poison(index, batch):
             images, labels, mask = batch
             images = tf.where(
-                index >= self.from_step - 1, tf.fill(tf.shape(images), np.nan), images
+                index >= from_step - 1, tf.fill(tf.shape(images), np.nan), images
             )
             return images, labels, mask
 
         return dataset.enumerate().map(poison)
 
+    return transform
 
-class SlowSteps(training.Hook):
+
+class SlowSteps(training.Callback):
     """Sleeps `seconds` after every training step."""
 
     def __init__(self, seconds):
         self.seconds = seconds
 
-    def after_step(self, trainer, step, logs):
+    def on_train_batch_end(self, controller, step, logs):
         time.sleep(self.seconds)
 
 
-class AfterStep(training.Hook):
-    """Calls `function(trainer)` after training step `step`."""
+class AfterStep(training.Callback):
+    """Calls `function(controller)` after training step `step`."""
 
     def __init__(self, step, function):
         self.step = step
         self.function = function
 
-    def after_step(self, trainer, step, logs):
+    def on_train_batch_end(self, controller, step, logs):
         if step == self.step:
-            self.function(trainer)
+            self.function(controller)
 
 
 def disk_full_checkpoints(from_step):
@@ -244,52 +236,6 @@ def disk_full_checkpoints(from_step):
             return super().save(checkpoint_number=checkpoint_number, **kwargs)
 
     return DiskFullCheckpointManager
-
-
-def run_child(spec):
-    """Runs a trainer (and an export) with the faults of `spec`.
-
-    Args:
-        spec: dict, see the module docstring.
-
-    Returns:
-        The results dict of the run.
-    """
-    from low_rank_local_connectivity import export
-    from low_rank_local_connectivity.configs import experiment
-
-    record = spec.get("record")
-    tracker = PhaseTracker(record)
-    hooks = [tracker]
-    if spec.get("nan_from_step"):
-        hooks.append(NaNInputs(spec["nan_from_step"]))
-    if spec.get("step_sleep"):
-        hooks.append(SlowSteps(spec["step_sleep"]))
-    factory = None
-    if spec.get("fail_writes_from_step"):
-        factory = disk_full_checkpoints(spec["fail_writes_from_step"])
-    config = experiment.get_config(spec.get("preset", "mnist_small_lrlc"))
-    config.update_from_flattened_dict({
-        key: tuple(value) if isinstance(value, list) else value
-        for key, value in spec["overrides"].items()
-    })
-    run = training.Trainer(config, spec["model_dir"], hooks=hooks,
-                           checkpoint_manager_factory=factory)
-    if record:
-        append_record(record, dict(event="start", pid=os.getpid(),
-                                   restored_step=run.step, time=time.time()))
-    if spec.get("kill"):
-        tracker.arm_kill(**spec["kill"])
-    results = run.train_and_evaluate()
-    if spec.get("export"):
-        with tracker.in_phase("export"):
-            export.export_model(
-                spec["model_dir"], os.path.join(spec["model_dir"], "export"),
-                checkpoint="latest",
-            )
-    if record:
-        append_record(record, dict(event="done", time=time.time()))
-    return results
 
 
 def random_kill(rng, phase, max_occurrence, typical_seconds):

@@ -1,12 +1,15 @@
-"""Checkpoints of a run: restore with fallback, repair, quarantine and saving.
+"""TensorFlow checkpoints of a run: the one module that reads and writes them.
 
 Checkpoints are written by a `tf.train.CheckpointManager` (or an injected
 factory with its signature), which writes the data files first and then
 atomically replaces the small `checkpoint` index file; an interrupted write
 therefore never becomes the latest checkpoint. An unreadable checkpoint is
-skipped on restore and moved to `<dir>/corrupted/` by `repair`. With
-`steps.py` and `distribution.py`, this is the TensorFlow-specific part of the
-training loop.
+skipped on restore and moved to `<dir>/corrupted/` by `repair`.
+
+`Checkpoints` is the checkpoint manager a `Controller` is given (restore,
+repair, save); `checkpoint_path` and `restore_model_weights` serve readers of a
+finished run (export, fine-tuning, `runs.open_run`). Where the files are is
+`run_dir.py`'s: this module knows what is inside them.
 """
 
 import contextlib
@@ -20,11 +23,8 @@ from low_rank_local_connectivity.training import distribution
 from low_rank_local_connectivity.training import errors
 from low_rank_local_connectivity.training import run_dir
 
-# Kind -> (sub-directory of model_dir, checkpoint name).
-KINDS = {
-    "latest": (run_dir.CHECKPOINT_DIR, "ckpt"),
-    "best": (run_dir.BEST_DIR, "best"),
-}
+# Checkpoint name -> file-name prefix inside its directory.
+_PREFIXES = {"latest": "ckpt", "best": "best"}
 
 
 def checkpoint_step(prefix):
@@ -127,7 +127,7 @@ class Checkpoints:
     """The 'latest' and 'best' checkpoints of a run.
 
     Args:
-        checkpoint: the `tf.train.Checkpoint` of the run's state; it must
+        state: the `tf.train.Checkpoint` of the run's state; it must
             track `global_step`.
         model_dir: str.
         strategy: the run's `tf.distribute.Strategy` (non-chief workers
@@ -143,9 +143,9 @@ class Checkpoints:
             inject write failures.
     """
 
-    def __init__(self, checkpoint, model_dir, strategy, keep, global_step,
+    def __init__(self, state, model_dir, strategy, keep, global_step,
                  before_save=lambda: None, manager_factory=None):
-        self._checkpoint = checkpoint
+        self._state = state
         self._model_dir = model_dir
         self._strategy = strategy
         self._keep = keep
@@ -153,22 +153,28 @@ class Checkpoints:
         self._before_save = before_save
         self._manager_factory = manager_factory or tf.train.CheckpointManager
         self._is_chief = distribution.is_chief(strategy)
-        self._managers = {kind: self._make_manager(kind) for kind in KINDS}
-        self._restored = {}
+        self._run_dir = run_dir.RunDirectory(model_dir)
+        self._managers = {name: self._make_manager(name) for name in _PREFIXES}
+        self._restored = None
 
-    def _directory(self, kind):
-        return os.path.join(self._model_dir, KINDS[kind][0])
+    def _directory(self, checkpoint):
+        return self._run_dir.checkpoint_dir(checkpoint)
 
-    def _make_manager(self, kind):
-        subdir, name = KINDS[kind]
+    def _make_manager(self, checkpoint):
         return self._manager_factory(
-            self._checkpoint,
-            distribution.worker_dir(self._strategy, self._model_dir, subdir),
-            max_to_keep=self._keep if kind == "latest" else 1,
-            checkpoint_name=name,
+            self._state,
+            distribution.worker_dir(
+                self._strategy, self._model_dir, run_dir.CHECKPOINT_DIRS[checkpoint]
+            ),
+            max_to_keep=self._keep if checkpoint == "latest" else 1,
+            checkpoint_name=_PREFIXES[checkpoint],
         )
 
-    def restore(self, kind="latest"):
+    def has_checkpoint(self):
+        """Whether the run has any 'latest' checkpoint file (readable or not)."""
+        return bool(checkpoint_candidates(self._directory("latest")))
+
+    def restore(self, checkpoint="latest"):
         """Restores the newest readable 'latest' or 'best' checkpoint.
 
         Unreadable newer checkpoints are skipped with a warning (`repair`
@@ -179,15 +185,15 @@ class Checkpoints:
             freshly initialised state is kept).
 
         Raises:
-            ValueError: if `kind` is not 'latest' or 'best'.
+            ValueError: if `checkpoint` is not 'latest' or 'best'.
             CheckpointCorruptedError: if checkpoints exist but none is readable.
         """
-        if kind not in KINDS:
+        if checkpoint not in _PREFIXES:
             raise ValueError(
-                "Invalid value for argument `which`. Expected 'latest' or "
-                f"'best'. Received: {kind!r}"
+                "Invalid value for argument `checkpoint`. Expected 'latest' or "
+                f"'best'. Received: checkpoint={checkpoint!r}"
             )
-        directory = self._directory(kind)
+        directory = self._directory(checkpoint)
         candidates = checkpoint_candidates(directory)
         failures = []
         for path in candidates:
@@ -200,7 +206,7 @@ class Checkpoints:
                     "previous one.", path, failures[-1][1],
                 )
                 continue
-            self._checkpoint.restore(path).assert_existing_objects_matched()
+            self._state.restore(path).assert_existing_objects_matched()
             step = int(self._global_step.numpy())
             if failures:
                 logging.warning(
@@ -209,7 +215,8 @@ class Checkpoints:
                     ", ".join(p for p, _ in failures),
                 )
             logging.info("Restored %s (step %d).", path, step)
-            self._restored[kind] = (path, failures, candidates)
+            if checkpoint == "latest":
+                self._restored = (path, failures)
             return path
         if failures:
             raise errors.CheckpointCorruptedError(
@@ -221,30 +228,27 @@ class Checkpoints:
         return None
 
     def repair(self):
-        """Chief, under the lock: tidies the checkpoint directories.
+        """Chief, under the lock, after `restore('latest')`: tidies the directories.
 
-        Removes the files of interrupted checkpoint writes, moves unreadable
-        checkpoints found by `restore` to `<dir>/corrupted/` and points the
-        state file at the checkpoint actually restored, so that the managers
+        Removes the files of interrupted checkpoint writes, moves the
+        unreadable checkpoints `restore` skipped to `<dir>/corrupted/` and points
+        the state file at the checkpoint actually restored, so that the managers
         and `tf.train.latest_checkpoint` agree with the restored state.
         """
         if not self._is_chief:
             return
-        restored = self._restored.get("latest")
-        directory = self._directory("latest")
-        if restored is not None and checkpoint_candidates(directory) != restored[2]:
-            self.restore("latest")  # Changed since construction: redo.
-            restored = self._restored["latest"]
-        for kind in KINDS:
-            removed = remove_partial_checkpoint_files(self._directory(kind))
+        for checkpoint in _PREFIXES:
+            removed = remove_partial_checkpoint_files(self._directory(checkpoint))
             if removed:
                 logging.warning(
                     "Removed the partial files of an interrupted checkpoint "
                     "write: %s", ", ".join(removed),
                 )
-        if restored is None:
+        if self._restored is None:
             return
-        path, failures, _ = restored
+        path, failures = self._restored
+        self._restored = None
+        directory = self._directory("latest")
         for bad, _ in failures:
             target = _quarantine_checkpoint(bad)
             logging.warning("Moved the unreadable checkpoint %s to %s.", bad, target)
@@ -262,9 +266,8 @@ class Checkpoints:
                 all_model_checkpoint_paths=[os.path.basename(p) for p in valid[::-1]],
             )
             self._managers["latest"] = self._make_manager("latest")
-        self._restored.pop("latest")
 
-    def save(self, kind, step):
+    def save(self, checkpoint, step):
         """Saves a 'latest' or 'best' checkpoint numbered `step`.
 
         Returns:
@@ -276,7 +279,7 @@ class Checkpoints:
         """
         # Every worker must take part in a save (it may run collectives).
         self._before_save()
-        manager = self._managers[kind]
+        manager = self._managers[checkpoint]
         try:
             path = manager.save(checkpoint_number=step)
         except (OSError, tf.errors.OpError) as error:
@@ -302,3 +305,60 @@ class Checkpoints:
             f"The last good checkpoint, {path}, is kept (step "
             f"{checkpoint_step(path)})."
         )
+
+
+def checkpoint_path(model_dir, checkpoint="best"):
+    """Resolves a checkpoint of a run.
+
+    Args:
+        model_dir: str, a run directory written by the trainer.
+        checkpoint: 'best' (best validation accuracy), 'latest', or an explicit
+            checkpoint prefix path.
+
+    Returns:
+        str, the checkpoint prefix.
+
+    Raises:
+        ValueError: if there is no such checkpoint.
+    """
+    if checkpoint in run_dir.CHECKPOINTS:
+        path = tf.train.latest_checkpoint(
+            run_dir.RunDirectory(model_dir).checkpoint_dir(checkpoint)
+        )
+    else:
+        path = checkpoint if tf.io.gfile.exists(f"{checkpoint}.index") else None
+    if path is None:
+        raise ValueError(
+            f"Invalid value for argument `checkpoint`. Expected one of "
+            f"{run_dir.CHECKPOINTS} (existing in {model_dir!r}) or a checkpoint "
+            f"prefix. Received: checkpoint={checkpoint!r}"
+        )
+    return path
+
+
+def restore_model_weights(model, model_dir, checkpoint="best"):
+    """Restores the model weights of a run's checkpoint into `model`.
+
+    Args:
+        model: a `keras.Model` of the run's architecture.
+        model_dir, checkpoint: see `checkpoint_path`.
+
+    Returns:
+        A tuple (checkpoint path, step).
+
+    Raises:
+        ValueError: if there is no such checkpoint, or it does not hold the
+            weights of `model`.
+    """
+    path = checkpoint_path(model_dir, checkpoint)
+    step = tf.Variable(0, dtype=tf.int64)
+    try:
+        tf.train.Checkpoint(model=model, global_step=step).read(
+            path
+        ).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError) as error:
+        raise ValueError(
+            f"The checkpoint {path} does not match model {model.name!r}: "
+            f"{errors.one_line(error)}"
+        ) from None
+    return path, int(step.numpy())

@@ -1,27 +1,21 @@
-"""Checks of an experiment config (alone and against a run's saved one), and
-the model it describes."""
+"""Checks of an experiment config, alone and against a run's saved one."""
 
-import contextlib
-import functools
 import json
 import math
 
 from absl import logging
-import keras
 import ml_collections
-import numpy as np
 
-from low_rank_local_connectivity import models
 from low_rank_local_connectivity.training import errors
 from low_rank_local_connectivity.training import optimization
 from low_rank_local_connectivity.training import run_dir
-from low_rank_local_connectivity.training.distribution import STRATEGIES
 from low_rank_local_connectivity.training.optimization import OPTIMIZERS
 from low_rank_local_connectivity.training.optimization import SCHEDULES
 from low_rank_local_connectivity.validation import is_int as _is_int
 from low_rank_local_connectivity.validation import is_number as _is_number
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 
 
 def _expect(ok, field, value, expected):
@@ -124,79 +118,6 @@ def validate_config(config):
                     "a non-empty string")
 
 
-@contextlib.contextmanager
-def _dtype_policy(name):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def resolve_model_config(config, metadata):
-    """Fills `num_classes` / `input_shape` of `config.model` from metadata.
-
-    Args:
-        config: experiment ConfigDict (modified in place).
-        metadata: `data_provider.DatasetMetadata`.
-
-    Raises:
-        ValueError: if a given `input_shape` or `num_classes` differs from
-            the dataset's.
-    """
-    with config.unlocked():
-        if config.model.get("num_classes") is None:
-            config.model.num_classes = metadata.num_classes
-        if config.model.get("input_shape") is None:
-            config.model.input_shape = tuple(metadata.image_shape)
-    for field, expected in (
-        ("input_shape", tuple(metadata.image_shape)),
-        ("num_classes", metadata.num_classes),
-    ):
-        value = config.model[field]
-        value = tuple(value) if field == "input_shape" else value
-        _expect(
-            value == expected, f"model.{field}", value,
-            f"the {field} of dataset {metadata.name!r}, {expected} (or None "
-            "to take it from the dataset)",
-        )
-
-
-def build_model(config, metadata, init_from=None):
-    """Builds the Keras model of an experiment config.
-
-    Args:
-        config: experiment ConfigDict; `num_classes` / `input_shape` of its
-            model section are filled from `metadata` when None.
-        metadata: `data_provider.DatasetMetadata`.
-        init_from: optional mapping with `model_dir` and `checkpoint` (see
-            `run_dir.checkpoint_path`): the model is initialised from that
-            run's checkpoint, before `model.convert` converts it.
-
-    Returns:
-        A `keras.Model` built with the dtype policy `train.mixed_precision`.
-
-    Raises:
-        ValueError: if the `init_from` checkpoint does not exist or does not
-            match the model.
-    """
-    resolve_model_config(config, metadata)
-    initialize = None
-    if init_from is not None:
-        initialize = functools.partial(
-            run_dir.restore_model, model_dir=init_from["model_dir"],
-            checkpoint=init_from["checkpoint"],
-        )
-    with _dtype_policy(config.train.mixed_precision):
-        return models.build_model(config.model, initialize=initialize)
-
-
-def count_parameters(model):
-    """Number of trainable scalars (batch-norm moving statistics excluded)."""
-    return int(sum(np.prod(v.shape) for v in model.trainable_variables))
-
-
 # Config fields that make two runs different experiments (checkpoints of one
 # do not fit the other).
 _EXPERIMENT_FIELDS = (
@@ -234,16 +155,18 @@ def check_same_experiment(saved, config, model_dir):
     if saved is None:
         return
     changed = [
-        key for key, _, _ in _config_changes(saved, _as_dict(config))
+        (key, old, new) for key, old, new in _config_changes(saved, _as_dict(config))
         if key.startswith(_EXPERIMENT_FIELDS)
     ]
     if changed:
-        shown = ", ".join(changed[:4]) + (" ..." if len(changed) > 4 else "")
+        shown = ", ".join(
+            f"{key} ({old!r} there, {new!r} here)" for key, old, new in changed[:4]
+        ) + (" ..." if len(changed) > 4 else "")
         raise errors.ModelDirMismatchError(
-            f"{model_dir} holds a run of another experiment: "
-            f"{saved.get('preset')!r} (its {run_dir.CONFIG_FILE}), not "
-            f"{config.get('preset')!r}; they differ in {shown}. Use "
-            f"another model_dir, or delete {model_dir} to start afresh."
+            f"{model_dir} holds a run of another experiment (preset "
+            f"{saved.get('preset')!r} in its {run_dir.CONFIG_FILE}): it differs "
+            f"in {shown}. Use another model_dir, or delete {model_dir} to start "
+            "afresh."
         )
 
 

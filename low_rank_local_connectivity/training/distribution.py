@@ -9,8 +9,7 @@ import os
 import tensorflow as tf
 
 from low_rank_local_connectivity.training import errors
-
-STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+from low_rank_local_connectivity.training.config_checks import STRATEGIES
 
 
 def enable_determinism():

@@ -26,18 +26,6 @@ class Inputs:
         self._strategy = strategy
         self._transform = transform or (lambda split, dataset: dataset)
 
-    def check_files(self):
-        """Raises `DataNotFoundError` when a split's files are missing."""
-        for split in data_provider.SPLITS:
-            missing = self.options.find_unreadable_files(split, read_records=False)
-            if missing:
-                raise data_provider.DataNotFoundError(
-                    f"Split {split!r} of dataset {self.options.name!r} is missing "
-                    f"files: {', '.join(path for path, _ in missing)}. Prepare "
-                    "the dataset again (delete its folder, then `tfds build` "
-                    "or download=True)."
-                )
-
     def distributed(self, split, start_step=0, one_batch_in_memory=False):
         """The distributed input pipeline of a split.
 

@@ -1,4 +1,4 @@
-"""The run directory (`model_dir`): its layout, atomic writes and records.
+"""The run directory (`model_dir`) as a file format: its layout and its records.
 
 A `model_dir` holds everything about a run:
 
@@ -14,10 +14,10 @@ A `model_dir` holds everything about a run:
 - `results.json`: written at the end of a run.
 - `lock.json`: the lock of the trainer using the directory (`lock.py`).
 
-JSON files are written to a temporary file and renamed. This module is the
-only one that knows these names: the trainer, export, visualisation and
-experiments read a run through it (`load_config`, `load_metadata`,
-`load_model`, `read_results`).
+This module knows the names and the JSON formats, and nothing else: it imports
+neither TensorFlow nor the models. JSON files are written to a temporary file
+and renamed. What is inside a checkpoint is `checkpointing.py`'s business;
+`runs.open_run` is the facade that reads a whole run.
 """
 
 import contextlib
@@ -25,10 +25,7 @@ import dataclasses
 import json
 import os
 
-import ml_collections
-import tensorflow as tf
-
-from low_rank_local_connectivity import models
+from low_rank_local_connectivity import fileio
 from low_rank_local_connectivity.training import errors
 
 CONFIG_FILE = "config.json"
@@ -40,7 +37,9 @@ BEST_DIR = "best"
 BEST_FILE = "best.json"
 LOCK_FILE = "lock.json"
 CORRUPTED_DIR = "corrupted"
-CHECKPOINTS = ("best", "latest")
+# The checkpoints of a run by name: 'best' in BEST_DIR, 'latest' in CHECKPOINT_DIR.
+CHECKPOINT_DIRS = {"best": BEST_DIR, "latest": CHECKPOINT_DIR}
+CHECKPOINTS = tuple(CHECKPOINT_DIRS)
 
 
 def atomic_write_text(path, text):
@@ -55,12 +54,12 @@ def atomic_write_text(path, text):
     """
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with tf.io.gfile.GFile(tmp, "w") as f:
+        with fileio.open_file(tmp, "w") as f:
             f.write(text)
-        tf.io.gfile.rename(tmp, path, overwrite=True)
-    except (OSError, tf.errors.OpError) as error:
-        with contextlib.suppress(OSError, tf.errors.OpError):
-            tf.io.gfile.remove(tmp)
+        fileio.rename(tmp, path)
+    except fileio.io_errors() as error:
+        with contextlib.suppress(*fileio.io_errors()):
+            fileio.remove(tmp)
         raise errors.ModelDirWriteError(
             f"Could not write {path} ({errors.one_line(error)}); its previous "
             "version is intact. Free disk space or make the directory "
@@ -69,11 +68,24 @@ def atomic_write_text(path, text):
     return path
 
 
+def atomic_write_json(path, value):
+    """`atomic_write_text` of `value` as indented JSON."""
+    return atomic_write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def read_json(path):
+    """The parsed JSON file `path`, or None when it is absent."""
+    if not fileio.exists(path):
+        return None
+    with fileio.open_file(path) as f:
+        return json.load(f)
+
+
 def read_json_lines(path):
     """The JSON lines of `path` (a list, empty when the file is absent)."""
-    if not tf.io.gfile.exists(path):
+    if not fileio.exists(path):
         return []
-    with tf.io.gfile.GFile(path) as f:
+    with fileio.open_file(path) as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
@@ -81,40 +93,62 @@ def _write_json_lines(path, lines):
     atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
 
 
-def _read_json(path):
-    """The parsed JSON file `path`, or None when it is absent."""
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+def best_of(evaluations, up_to_step=None):
+    """The best validation of evaluation lines (highest accuracy, earliest step).
+
+    Args:
+        evaluations: lines of `metrics.jsonl` (dicts with step, split, metrics).
+        up_to_step: optional int, ignore later evaluations.
+
+    Returns:
+        dict(step=..., metrics=...), the format of `best.json`, or None.
+    """
+    best = None
+    for line in evaluations:
+        if line["split"] != "valid" or (up_to_step is not None and line["step"] > up_to_step):
+            continue
+        metrics = {k: v for k, v in line.items() if k not in ("step", "split")}
+        if best is None or metrics["accuracy"] > best["metrics"]["accuracy"]:
+            best = dict(step=line["step"], metrics=metrics)
+    return best
 
 
 class RunDirectory:
-    """The files of one `model_dir`, written by the chief of a run.
+    """The files of one `model_dir`.
 
     Args:
         model_dir: str, the directory.
     """
 
     def __init__(self, model_dir):
-        self.model_dir = model_dir
+        self.model_dir = os.fspath(model_dir)
 
     def path(self, *names):
         return os.path.join(self.model_dir, *names)
 
+    def checkpoint_dir(self, checkpoint):
+        """The directory of the 'latest' or 'best' checkpoints."""
+        return self.path(CHECKPOINT_DIRS[checkpoint])
+
+    def makedirs(self):
+        fileio.makedirs(self.model_dir)
+
     def saved_config(self):
         """The `config.json` of the directory as a dict, or None."""
-        return _read_json(self.path(CONFIG_FILE))
+        return read_json(self.path(CONFIG_FILE))
 
     def write_config(self, config):
-        """Writes `config.json` (`config_checks.warn_about_changes` says what
-        changed since the saved one)."""
+        """Writes `config.json` from an `ml_collections.ConfigDict`."""
         atomic_write_text(
             self.path(CONFIG_FILE), config.to_json_best_effort(indent=2, sort_keys=True)
         )
 
+    def saved_metadata(self):
+        """The `metadata.json` of the directory as a dict, or None."""
+        return read_json(self.path(METADATA_FILE))
+
     def write_metadata(self, metadata):
-        """Writes `metadata.json` from a `data_provider.DatasetMetadata`."""
+        """Writes `metadata.json` from a `DatasetMetadata` dataclass."""
         atomic_write_text(
             self.path(METADATA_FILE),
             json.dumps(dataclasses.asdict(metadata), indent=2),
@@ -140,138 +174,16 @@ class RunDirectory:
         if len(kept) != len(lines):
             _write_json_lines(self.path(METRICS_FILE), kept)
 
-    def best_evaluation(self, up_to_step):
-        """The best validation up to `up_to_step` in `metrics.jsonl`, or None.
-
-        Returns:
-            dict(step=..., metrics=...), the format of `best.json`.
-        """
-        best = None
-        for line in self.evaluations():
-            if line["split"] != "valid" or line["step"] > up_to_step:
-                continue
-            metrics = {k: v for k, v in line.items() if k not in ("step", "split")}
-            if best is None or metrics["accuracy"] > best["metrics"]["accuracy"]:
-                best = dict(step=line["step"], metrics=metrics)
-        return best
-
     def read_best(self):
         """The content of `best/best.json`, or None."""
-        return _read_json(self.path(BEST_DIR, BEST_FILE))
+        return read_json(self.path(BEST_DIR, BEST_FILE))
 
     def write_best(self, best):
         atomic_write_text(self.path(BEST_DIR, BEST_FILE), json.dumps(best, indent=2))
 
     def read_results(self):
         """The content of `results.json`, or None."""
-        return _read_json(self.path(RESULTS_FILE))
+        return read_json(self.path(RESULTS_FILE))
 
     def write_results(self, results):
         atomic_write_text(self.path(RESULTS_FILE), json.dumps(results, indent=2))
-
-
-def _read_run_file(model_dir, filename):
-    """Parses the JSON file `filename` the trainer wrote in `model_dir`."""
-    content = _read_json(os.path.join(model_dir, filename))
-    if content is None:
-        raise ValueError(
-            f"Invalid value for argument `model_dir`. Expected a directory "
-            f"with {filename} written by the trainer. Received: {model_dir!r}"
-        )
-    return content
-
-
-def load_config(model_dir):
-    """Reads the resolved config saved in `model_dir/config.json`."""
-    return ml_collections.ConfigDict(_read_run_file(model_dir, CONFIG_FILE))
-
-
-def load_metadata(model_dir):
-    """Reads the dataset metadata saved in `model_dir/metadata.json` (a dict)."""
-    return _read_run_file(model_dir, METADATA_FILE)
-
-
-def read_results(model_dir):
-    """The `results.json` of a run, or None when the run has not finished."""
-    return RunDirectory(model_dir).read_results()
-
-
-def checkpoint_path(model_dir, checkpoint="best"):
-    """Resolves a checkpoint of a run.
-
-    Args:
-        model_dir: str, a run directory written by the trainer.
-        checkpoint: 'best' (best validation accuracy), 'latest', or an explicit
-            checkpoint prefix path.
-
-    Returns:
-        str, the checkpoint prefix.
-
-    Raises:
-        ValueError: if there is no such checkpoint.
-    """
-    if checkpoint in CHECKPOINTS:
-        subdir = BEST_DIR if checkpoint == "best" else CHECKPOINT_DIR
-        path = tf.train.latest_checkpoint(os.path.join(model_dir, subdir))
-    else:
-        path = checkpoint if tf.io.gfile.exists(f"{checkpoint}.index") else None
-    if path is None:
-        raise ValueError(
-            f"Invalid value for argument `checkpoint`. Expected one of "
-            f"{CHECKPOINTS} (existing in {model_dir!r}) or a checkpoint prefix. "
-            f"Received: {checkpoint!r}"
-        )
-    return path
-
-
-def restore_model(model, model_dir, checkpoint="best"):
-    """Restores the model weights of a run's checkpoint into `model`.
-
-    Args:
-        model: a `keras.Model` of the run's architecture.
-        model_dir, checkpoint: see `checkpoint_path`.
-
-    Returns:
-        A tuple (checkpoint path, step).
-
-    Raises:
-        ValueError: if there is no such checkpoint, or it does not hold the
-            weights of `model`.
-    """
-    path = checkpoint_path(model_dir, checkpoint)
-    step = tf.Variable(0, dtype=tf.int64)
-    try:
-        tf.train.Checkpoint(model=model, global_step=step).read(
-            path
-        ).expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError) as error:
-        raise ValueError(
-            f"The checkpoint {path} does not match model {model.name!r}: "
-            f"{errors.one_line(error)}"
-        ) from None
-    return path, int(step.numpy())
-
-
-def load_model(model_dir, checkpoint="best"):
-    """Rebuilds the model of a run and restores a checkpoint into it.
-
-    The one way to load a trained model: export, visualisation and scripts use
-    it. No strategy, optimiser or dataset is involved. The model is built with
-    the float32 dtype policy whatever the training precision (variables are
-    float32 in both cases).
-
-    Args:
-        model_dir: str, a run directory written by the trainer.
-        checkpoint: see `checkpoint_path`.
-
-    Returns:
-        A tuple (keras.Model, resolved config, checkpoint path, step).
-
-    Raises:
-        ValueError: if `model_dir` is not a run directory or has no such
-            checkpoint.
-    """
-    config = load_config(model_dir)
-    model = models.build_model(config.model)
-    path, step = restore_model(model, model_dir, checkpoint)
-    return model, config, path, step

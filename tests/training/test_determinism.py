@@ -8,7 +8,6 @@ optimizer slot and every `metrics.jsonl` value must be identical.
 """
 
 import json
-import os
 import subprocess
 import sys
 
@@ -17,9 +16,8 @@ import pytest
 
 from low_rank_local_connectivity import models
 
-from trainer_runs import (
-    REPO_ROOT, assert_same_run, child_spec, kill_and_resume, load_outputs,
-)
+from tools import child_run
+from trainer_runs import assert_same_run, child_spec, kill_and_resume, load_outputs
 
 _SMALL_PRESETS = tuple(p for p in models.MODEL_PRESETS if not p.startswith("resnet"))
 
@@ -32,40 +30,16 @@ _SHORT_RUN = {
 }
 
 
-def _child_env():
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join(
-        [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
-
-
 def test_every_small_preset_shipped_is_covered():
     assert set(_SMALL_PRESETS) == {
         "conv", "wide_conv", "lc", "coord_conv", "lrlc", "lrlc_input_dependent",
     }
 
 
-_PRESETS_CHILD = """
-import json, sys
-import numpy as np
-import pytest
-from low_rank_local_connectivity import trainer
-from low_rank_local_connectivity.configs import experiment
-for spec in json.loads(sys.argv[1]):
-    config = experiment.get_config(spec["preset"])
-    config.update_from_flattened_dict(spec["overrides"])
-    run = trainer.Trainer(config, spec["model_dir"])
-    results = run.train_and_evaluate()
-    np.savez(spec["out"] + ".npz", *[v.numpy() for v in run.model.weights])
-    np.savez(spec["out"] + "_opt.npz", *[v.numpy() for v in run.optimizer.variables])
-    with open(spec["out"] + ".json", "w") as f:
-        json.dump(dict(results=results), f)
-"""
-
-
+@pytest.mark.slow
 def test_two_fresh_runs_of_each_default_model_are_bit_identical(tmp_path):
     # One process trains every preset once, a second process trains them again:
     # fresh runtimes and model_dirs, without paying 12 TensorFlow start-ups.
-    script = tmp_path / "presets_child.py"
-    script.write_text(_PRESETS_CHILD)
     runs = {
         name: [
             dict(child_spec(tmp_path, f"{name}_{preset}", _SHORT_RUN),
@@ -76,7 +50,7 @@ def test_two_fresh_runs_of_each_default_model_are_bit_identical(tmp_path):
     }
     for specs in runs.values():
         result = subprocess.run(
-            [sys.executable, str(script), json.dumps(specs)], env=_child_env(),
+            child_run.command(specs), env=child_run.environment(),
             capture_output=True, text=True, timeout=600,
         )
         assert result.returncode == 0, result.stderr[-3000:]
@@ -87,6 +61,7 @@ def test_two_fresh_runs_of_each_default_model_are_bit_identical(tmp_path):
             raise AssertionError(f"preset {preset}: {error}") from None
 
 
+@pytest.mark.slow
 def test_sigkill_mid_step_on_the_default_model_resumes_bit_identical(tmp_path):
     overrides = {
         "train.train_steps": 12,
@@ -107,14 +82,15 @@ import numpy as np
 import pytest
 import keras
 import tensorflow as tf
-from low_rank_local_connectivity import models, trainer
+from low_rank_local_connectivity import models, training
 from low_rank_local_connectivity.configs import experiment
-trainer.enable_determinism()
+from low_rank_local_connectivity.training import distribution
+distribution.enable_determinism()
 config = experiment.get_config("imagenet2012_resnet50_lrlc")
 config.model.num_classes, config.model.input_shape = 10, (64, 64, 3)
 keras.utils.set_random_seed(0)
 model = models.build_model(config.model)
-optimizer = trainer.create_optimizer(config.train)
+optimizer = training.create_optimizer(config.train)
 rng = np.random.default_rng(0)
 images = tf.constant(rng.random((8, 64, 64, 3), dtype=np.float32))
 labels = tf.constant(rng.integers(0, 10, 8), dtype=tf.int32)
@@ -136,12 +112,13 @@ json.dump(losses, open(sys.argv[1] + ".json", "w"))
 """
 
 
+@pytest.mark.slow
 def test_resnet50_lrlc_steps_on_tiny_inputs_are_bit_identical(tmp_path):
     script = tmp_path / "resnet_child.py"
     script.write_text(_RESNET_CHILD)
     outs = [str(tmp_path / name) for name in ("first", "second")]
     for out in outs:
-        result = subprocess.run([sys.executable, str(script), out], env=_child_env(),
+        result = subprocess.run([sys.executable, str(script), out], env=child_run.environment(),
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
     arrays = [np.load(out + ".npz") for out in outs]
@@ -154,17 +131,19 @@ def test_resnet50_lrlc_steps_on_tiny_inputs_are_bit_identical(tmp_path):
 
 _LATE_DETERMINISM = """
 import tensorflow as tf
-from low_rank_local_connectivity import trainer
+from low_rank_local_connectivity import training
+from low_rank_local_connectivity.training import distribution
 tf.constant(1.0) + 1.0  # Starts TensorFlow's runtime with its default thread pools.
 try:
-    trainer.enable_determinism()
-except trainer.TrainerError as error:
+    distribution.enable_determinism()
+except training.TrainerError as error:
     print("error:", error)
 else:
     print("enabled")
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("interop_env, expected", [
     (None, "error: `config.train.deterministic=True` needs TensorFlow's inter-op"),
     ("1", "enabled"),
@@ -172,7 +151,7 @@ else:
 def test_determinism_after_the_runtime_started_needs_one_interop_thread(
     interop_env, expected
 ):
-    env = _child_env()
+    env = child_run.environment()
     env.pop("TF_NUM_INTEROP_THREADS", None)
     if interop_env:
         env["TF_NUM_INTEROP_THREADS"] = interop_env

@@ -19,12 +19,14 @@ import tensorflow as tf
 
 from low_rank_local_connectivity import data_provider
 from low_rank_local_connectivity import export
+from low_rank_local_connectivity import fileio
 from low_rank_local_connectivity import training
 from low_rank_local_connectivity.configs import experiment
 from low_rank_local_connectivity.training import run_dir
+from tools import child_run
 from tools import fault_injection as fi
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 _OVERRIDES = {
     "model.num_filters": (8, 8, 8),
@@ -42,6 +44,24 @@ def _config(**extra):
     config = experiment.get_config("mnist_small_lrlc")
     config.update_from_flattened_dict(dict(_OVERRIDES, **extra))
     return config
+
+
+class _StartStep(training.Callback):
+    """Records the step a run resumed from."""
+
+    step = None
+
+    def on_train_begin(self, controller):
+        self.step = controller.step
+
+
+def _train(config, model_dir, **kwargs):
+    """train_and_evaluate -> (results, the step it resumed from)."""
+    start = _StartStep()
+    results = training.train_and_evaluate(
+        config, str(model_dir), callbacks=[start, *kwargs.pop("callbacks", ())],
+        progress=False, **kwargs)
+    return results, start.step
 
 
 def _tensors(prefix):
@@ -65,7 +85,7 @@ def _snapshot(directory):
 def finished_run(tmp_path_factory):
     """A finished 6-step run (evaluations at 3, 6; checkpoints 3, 4, 6 kept)."""
     model_dir = tmp_path_factory.mktemp("finished") / "run"
-    results = training.Trainer(_config(), str(model_dir)).train_and_evaluate()
+    results, _ = _train(_config(), model_dir)
     return model_dir, results
 
 
@@ -130,6 +150,7 @@ def test_lock_rejects_inconsistent_intervals(tmp_path):
         training.ModelDirLock(str(tmp_path), heartbeat_seconds=10, stale_seconds=5)
 
 
+@pytest.mark.slow
 def test_second_trainer_is_refused_on_the_command_line(finished_run, tmp_path):
     model_dir = _copy(finished_run, tmp_path)
     flags_ = [f"--config={REPO_ROOT}/low_rank_local_connectivity/configs/"
@@ -163,11 +184,10 @@ def test_corrupted_newest_checkpoint_falls_back_and_finishes(
     original = _tensors(str(ckpt / "ckpt-6"))
     fi.corrupt_checkpoint(str(ckpt / "ckpt-6"), mode)
     with caplog.at_level("WARNING"):
-        run = training.Trainer(_config(), str(model_dir))
-    assert run.step == 4  # The previous one, not 0.
+        results, start = _train(_config(), model_dir)
+    assert start == 4  # The previous one, not 0.
     assert "ckpt-6 is unreadable" in caplog.text
     assert "Resuming from" in caplog.text and "ckpt-4 (step 4)" in caplog.text
-    results = run.train_and_evaluate()
     assert results["train_steps"] == 6 and results["session_steps"] == 2
     assert sorted(os.listdir(ckpt / run_dir.CORRUPTED_DIR)) == sorted(
         n for n in os.listdir(finished_run[0] / "checkpoints") if n.startswith("ckpt-6")
@@ -190,7 +210,7 @@ def test_all_checkpoints_corrupted_is_an_error_not_a_restart(finished_run, tmp_p
     with pytest.raises(training.CheckpointCorruptedError,
                        match=r"No checkpoint in .*checkpoints is readable.*ckpt-6.*"
                              r"does not restart from step 0"):
-        training.Trainer(_config(), str(model_dir))
+        _train(_config(), model_dir)
     assert _snapshot(model_dir) == before
 
 
@@ -202,9 +222,7 @@ def test_partial_files_of_an_interrupted_write_are_removed(finished_run, tmp_pat
     (ckpt / "ckpt-9.data-00000-of-00001").write_bytes(b"y")
     assert fi.partial_checkpoint_files(str(ckpt)) == [
         "ckpt-8_temp", "ckpt-9.data-00000-of-00001"]
-    run = training.Trainer(_config(), str(model_dir))
-    assert run.step == 6
-    run.train_and_evaluate()
+    assert _train(_config(), model_dir)[1] == 6
     assert fi.partial_checkpoint_files(str(ckpt)) == []
     report = fi.checkpoint_report(str(ckpt))
     assert report["readable"] == [3, 4, 6] and not report["unreadable"]
@@ -228,27 +246,26 @@ def _make_unwritable(directory):
 @pytest.mark.parametrize("failure", ["unwritable", "disk_full"])
 def test_write_failure_is_clear_and_keeps_previous_checkpoints(tmp_path, failure):
     model_dir = tmp_path / "run"
-    training.Trainer(_config(**{"train.train_steps": 4}), str(model_dir)).train_and_evaluate()
+    _train(_config(**{"train.train_steps": 4}), model_dir)
     ckpt = model_dir / "checkpoints"
     before = _snapshot(ckpt)
     config = _config()  # Continue to 6 steps: the next checkpoint is ckpt-6.
+    factory = None
     if failure == "unwritable":
-        run = training.Trainer(config, str(model_dir))
         restore = _make_unwritable(ckpt)
         message = r"checkpoint of step 6 .*checkpoints/ckpt-4"
     else:
-        run = training.Trainer(config, str(model_dir),
-                               checkpoint_manager_factory=fi.disk_full_checkpoints(6))
+        factory = fi.disk_full_checkpoints(6)
         restore = lambda: None  # noqa: E731
         message = r"No space left on device.*intact: .*ckpt-4"
     try:
         with pytest.raises(training.ModelDirWriteError, match=message):
-            run.train_and_evaluate()
+            _train(config, model_dir, checkpoint_manager_factory=factory)
     finally:
         restore()
     assert _snapshot(ckpt) == before
     assert not (model_dir / run_dir.LOCK_FILE).exists()
-    results = training.Trainer(config, str(model_dir)).train_and_evaluate()
+    results, _ = _train(config, model_dir)
     assert results["train_steps"] == 6
     assert fi.checkpoint_report(str(ckpt))["readable"] == [3, 4, 6]
 
@@ -257,23 +274,22 @@ def test_run_file_write_failure_is_clear(tmp_path, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(tf.io.gfile, "rename", full)
+    monkeypatch.setattr(fileio, "rename", full)
     with pytest.raises(training.ModelDirWriteError,
                        match=r"Could not write .*config.json.*No space left"):
-        training.Trainer(_config(), str(tmp_path)).train_and_evaluate()
+        _train(_config(), tmp_path)
     assert [n for n in os.listdir(tmp_path) if ".tmp-" in n] == []
 
 
 def test_non_finite_weights_stop_before_the_checkpoint(tmp_path):
-    def poison(run):
-        kernel = run.model.trainable_variables[0]
+    def poison(controller):
+        kernel = controller.task.model.trainable_variables[0]
         kernel.assign(tf.fill(kernel.shape, np.inf))
 
-    run = training.Trainer(_config(), str(tmp_path), hooks=[fi.AfterStep(4, poison)])
     with pytest.raises(training.NonFiniteLossError,
                        match=r"step 4: the weights .* NaN or infinite.*ckpt-3, is "
                              r"kept \(step 3\)"):
-        run.train_and_evaluate()
+        _train(_config(), tmp_path, callbacks=[fi.AfterStep(4, poison)])
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-3")
 
 
@@ -285,7 +301,7 @@ def test_rerun_and_lost_best_record_keep_metrics_exact(finished_run, tmp_path):
     model_dir = _copy(finished_run, tmp_path)
     best = json.loads((model_dir / "best" / "best.json").read_text())
     (model_dir / "best" / "best.json").unlink()  # As if killed before writing it.
-    results = training.Trainer(_config(), str(model_dir)).train_and_evaluate()
+    results, _ = _train(_config(), model_dir)
     assert results["best_valid"] == best == finished_run[1]["best_valid"]
     report = fi.metrics_report(str(model_dir), 6, 3)
     assert report["found"] == [("valid", 3), ("valid", 6), ("test", 6)]
@@ -295,13 +311,12 @@ def test_rerun_and_lost_best_record_keep_metrics_exact(finished_run, tmp_path):
 
 def _child(spec):
     return subprocess.run(
-        [sys.executable, "-m", "tools.fault_campaign", f"--child={json.dumps(spec)}"],
-        capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-                 PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])),
+        child_run.command(spec), capture_output=True, text=True, timeout=300,
+        env=child_run.environment(), cwd=str(REPO_ROOT),
     )
 
 
+@pytest.mark.slow
 def test_sigkills_in_each_phase_lose_nothing(tmp_path):
     overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in _OVERRIDES.items()}
     overrides.update({"train.train_steps": 12, "train.deterministic": True})
@@ -363,7 +378,8 @@ def test_sigkills_in_each_phase_lose_nothing(tmp_path):
 ])
 def test_model_shape_must_match_the_dataset(tmp_path, field, value, message):
     with pytest.raises(ValueError, match=message):
-        training.Trainer(_config(**{field: value}), str(tmp_path))
+        _train(_config(**{field: value}), tmp_path)
+    assert not os.listdir(tmp_path)
 
 
 @pytest.fixture
@@ -386,7 +402,8 @@ def test_missing_split_names_split_and_file(mnist_copy, tmp_path):
     config.update_from_flattened_dict(dict(_OVERRIDES, **{"dataset.data_dir": str(data_dir)}))
     with pytest.raises(data_provider.DataNotFoundError,
                        match=rf"Split 'test' of dataset 'mnist' is missing files: {missing}"):
-        training.Trainer(config, str(tmp_path / "run"))  # Fails before training.
+        _train(config, tmp_path / "run")  # Fails before training.
+    assert not (tmp_path / "run").exists()
 
 
 def test_corrupted_shard_is_named(mnist_copy, tmp_path):
@@ -404,11 +421,10 @@ def test_corrupted_shard_is_named(mnist_copy, tmp_path):
     config.update_from_flattened_dict(dict(_OVERRIDES, **{
         "train.train_steps": 2, "train.eval_every_steps": 2,
         "dataset.data_dir": str(data_dir), "train.eval_batch_size": 1000}))
-    run = training.Trainer(config, str(tmp_path / "run"))
     with pytest.raises(training.InputDataError,
                        match=rf"split of dataset 'mnist' at step \d \(DataLossError: "
                              rf"corrupted record at \d+\).*{shard}: corrupted record"):
-        run.train_and_evaluate()
+        _train(config, tmp_path / "run")
 
 
 @pytest.fixture(scope="module")
@@ -440,7 +456,7 @@ def test_checked_serving_function_refuses_numpy_casts(exported, finished_run):
     images = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1), np.uint8)
     with pytest.raises(TypeError, match="Expected uint8 pixels. Received: float32"):
         serve(images.astype(np.float32) / 255)
-    model, *_ = run_dir.load_model(str(finished_run[0]))
+    model, *_ = training.open_run(str(finished_run[0])).load_model()
     expected = tf.nn.softmax(model(data_provider.preprocess_serving_images(
         "mnist_small", tf.constant(images)), training=False)).numpy()
     np.testing.assert_allclose(serve(images)["probabilities"].numpy(), expected,

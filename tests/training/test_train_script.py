@@ -1,0 +1,130 @@
+"""The command line of a run (`scripts/train.py`, `scripts/quickstart.py`) and a
+real-MNIST run."""
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+
+from low_rank_local_connectivity import training
+from low_rank_local_connectivity.configs import experiment
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _config(preset="mnist_small_lrlc", **overrides):
+    config = experiment.get_config(preset)
+    config.update_from_flattened_dict(overrides)
+    return config
+
+
+def _run_script(args, cwd, timeout=240):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+        text=True, timeout=timeout,
+    )
+
+
+def test_train_script_rejects_bad_flags_with_one_line(tmp_path):
+    config = f"--config={REPO_ROOT}/low_rank_local_connectivity/configs/experiment.py"
+    for args, fragments in [
+        ([f"{config}:mnist_small_conv", "--config.train.optimizer.name=lbfgs"],
+         ["error: Invalid value for `config.train.optimizer.name`"]),
+        ([f"{config}:mnist_small_conv", "--config.train.train_step=1"],
+         ["error: unknown config field config.train.train_step "
+          "(--config.train.train_step=1); did you mean config.train.train_steps?"]),
+        ([f"{config}:mnist_small_lrcl"],
+         ["error: flag --config=", "Received: 'mnist_small_lrcl'. "
+          "Did you mean 'mnist_small_lrlc'"]),
+        ([config], ["error: flag --config=", "`preset`: none given"]),
+    ]:
+        result = _run_script(
+            [str(REPO_ROOT / "scripts" / "train.py"), *args,
+             f"--model_dir={tmp_path / 'run'}"],
+            cwd=tmp_path,
+        )
+        assert result.returncode == 1
+        # One line and nothing else: no traceback, no TensorFlow messages.
+        assert len(result.stderr.splitlines()) == 1, result.stderr[-2000:]
+        assert re.match(".*".join(map(re.escape, fragments)), result.stderr), (
+            result.stderr)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_script_names_the_data_flags_when_data_is_missing(tmp_path):
+    result = _run_script(
+        [str(REPO_ROOT / "scripts" / "train.py"),
+         f"--config={REPO_ROOT}/low_rank_local_connectivity/configs/"
+         "experiment.py:mnist_lrlc", f"--config.dataset.data_dir={tmp_path / 'tfds'}",
+         f"--model_dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()  # No TFDS warning before it.
+    assert line.startswith("error: Dataset 'mnist' (TFDS 'mnist', version 3.0.1) is "
+                           f"not prepared in data_dir '{tmp_path / 'tfds'}'")
+    for flag in ("--config.dataset.download is False",
+                 "1. --config.dataset.download=True (needs internet)",
+                 "2. --config.dataset.data_dir=<folder>",
+                 "3. --config.dataset.manual_dir=<folder>"):
+        assert flag in line
+    assert not (tmp_path / "run").exists() and not (tmp_path / "tfds").exists()
+
+
+def test_train_script_refuses_a_model_dir_of_another_experiment(tmp_path):
+    model_dir = tmp_path / "run"
+    training.train_and_evaluate(_config(**{
+        "model.num_filters": (4, 4, 4), "train.train_steps": 1,
+        "train.eval_every_steps": 1}), str(model_dir), progress=False)
+    result = _run_script(
+        [str(REPO_ROOT / "scripts" / "train.py"),
+         f"--config={REPO_ROOT}/low_rank_local_connectivity/configs/"
+         "experiment.py:mnist_small_lrlc", "--config.model.spatial_rank=4",
+         f"--model_dir={model_dir}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {model_dir} holds a run of another experiment")
+    # The message says what differs, with both values (not the same preset twice).
+    assert "model.spatial_rank (2 there, 4 here)" in line
+
+
+def test_quickstart_script_prints_both_accuracies(tmp_path):
+    result = _run_script(
+        [str(REPO_ROOT / "scripts" / "quickstart.py"), "--train_steps=2",
+         f"--model_dir={tmp_path}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for preset in ("mnist_small_conv", "mnist_small_lrlc"):
+        results = json.load(open(tmp_path / preset / "results.json"))
+        assert results["train_steps"] == 2
+        (row,) = [l for l in result.stdout.splitlines() if l.startswith(preset + " ")]
+        assert row.split()[-1] == f"{results['test']['accuracy']:.4f}"
+        assert row.split()[-2] == f"{results['best_valid']['metrics']['accuracy']:.4f}"
+
+
+# ----------------------------------------------------------------------------
+# Real MNIST (CI workspace only).
+
+
+def test_real_mnist_short_run_reaches_95_percent(shared_tfds_dir, tmp_path):
+    # The paper's all-convolution network, Adam 3e-3 with cosine decay,
+    # batch 128, 600 steps (1.4 epochs): about 2-3 minutes on 2 CPU cores.
+    config = _config("mnist_conv", **{
+        "dataset.data_dir": shared_tfds_dir,
+        "train.train_steps": 600,
+        "train.eval_every_steps": 600,
+        "train.log_every_steps": 100,
+        "train.checkpoint_every_steps": 600,
+        "train.optimizer.learning_rate": 3e-3,
+    })
+    results = training.train_and_evaluate(config, str(tmp_path))
+    assert results["test"]["num_examples"] == 10_000
+    assert results["best_valid"]["metrics"]["num_examples"] == 4_800
+    assert results["test"]["accuracy"] >= 0.95
