@@ -22,9 +22,11 @@ import logging
 import os
 import pathlib
 import re
+import signal
 import sys
 import tempfile
 
+from absl import app
 from absl import flags
 
 VERBOSE_ENV = "LRLC_VERBOSE"
@@ -132,3 +134,54 @@ def tensorboard_hint(logdir):
         return (f"TensorBoard summaries are in {logdir}; to view them: "
                 f"pip install tensorboard && {command}")
     return f"TensorBoard: {command}"
+
+
+INTERRUPTED_MESSAGE = (
+    "Interrupted. Rerun the same command to resume: finished work is kept and "
+    "training continues from its last checkpoint."
+)
+HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull")
+
+
+class Terminated(Exception):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def print_help(argv):
+    """The script's docstring as written, then its flags; exit status 0."""
+    main_module = sys.modules["__main__"]
+    print((main_module.__doc__ or "").strip() + "\n")
+    if "--helpfull" in argv:
+        print(flags.FLAGS.get_help())
+    else:
+        print(flags.FLAGS.module_help(main_module))
+        print("\nThe flags of every module: --helpfull")
+
+
+def run(main, flags_parser=None):
+    """`absl.app.run(main)`, with the endings a user of a long script expects.
+
+    - `--help` prints the script's docstring with its line breaks and its flags,
+      and exits with status 0;
+    - Ctrl-C (SIGINT) and SIGTERM stop the script with one line saying that
+      rerunning the same command resumes, exit status 130 and 143, no traceback.
+      What was interrupted cleans up on the way out (a trainer releases its
+      `model_dir` lock; its last checkpoint is intact).
+    """
+    if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
+        flags.FLAGS.mark_as_parsed()
+        print_help(sys.argv)
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        if flags_parser is None:
+            app.run(main)
+        else:
+            app.run(main, flags_parser=flags_parser)
+    except (KeyboardInterrupt, Terminated) as interruption:
+        print(f"\n{INTERRUPTED_MESSAGE}", file=sys.stderr, flush=True)
+        sys.exit(143 if isinstance(interruption, Terminated) else 130)

@@ -94,4 +94,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    _cli.run(main, flags_parser=parse_flags)

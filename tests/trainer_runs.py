@@ -44,6 +44,23 @@ def load_outputs(out):
     return [weights[k] for k in weights.files], [optimizer[k] for k in optimizer.files], info
 
 
+def tiny_overrides(**extra):
+    """Flattened config overrides of a small, fast variant of the paper's
+    network on the embedded dataset (8 filters, no global pooling, 6 steps)."""
+    overrides = {
+        "model.num_filters": (8, 8, 8),
+        "model.global_avg_pooling": False,
+        "train.batch_size": 32,
+        "train.eval_batch_size": 300,
+        "train.train_steps": 6,
+        "train.eval_every_steps": 3,
+        "train.log_every_steps": 3,
+        "train.checkpoint_every_steps": 3,
+    }
+    overrides.update(extra)
+    return overrides
+
+
 def child_spec(tmp_path, name, overrides, **extra):
     return dict(
         preset="mnist_small_lrlc",

@@ -5,8 +5,11 @@ import json
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
+
+import pytest
 
 
 from low_rank_local_connectivity import training
@@ -128,3 +131,51 @@ def test_real_mnist_short_run_reaches_95_percent(shared_tfds_dir, tmp_path):
     assert results["test"]["num_examples"] == 10_000
     assert results["best_valid"]["metrics"]["num_examples"] == 4_800
     assert results["test"]["accuracy"] >= 0.95
+
+
+def _train_command(model_dir, *overrides):
+    return [
+        sys.executable, str(REPO_ROOT / "scripts" / "train.py"),
+        f"--config={REPO_ROOT}/low_rank_local_connectivity/configs/"
+        "experiment.py:mnist_small_lrlc", "--config.model.num_filters=(8, 8, 8)",
+        "--config.train.log_every_steps=1", *overrides, f"--model_dir={model_dir}",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_stops_with_one_line_and_the_rerun_resumes(tmp_path, signum, code):
+    model_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        _train_command(model_dir, "--config.train.train_steps=100000",
+                       "--config.train.eval_every_steps=100000",
+                       "--config.train.checkpoint_every_steps=2"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), start_new_session=True,
+    )
+    for line in process.stdout:  # Wait until it trains.
+        if line.startswith("step 3/"):
+            break
+    os.killpg(process.pid, signum)  # As a terminal's Ctrl-C reaches the group.
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "Interrupted. Rerun the same command to resume: finished work is kept and "
+        "training continues from its last checkpoint.")
+    assert not (model_dir / "lock.json").exists()  # The lock was released.
+    rerun = _run_script(_train_command(
+        model_dir, "--config.train.train_steps=40", "--config.train.eval_every_steps=40",
+        "--config.train.checkpoint_every_steps=2")[1:], cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    start = re.search(r"from step (\d+) to 40", rerun.stdout)
+    assert start and int(start.group(1)) >= 2, rerun.stdout[:500]  # Resumed.
+
+
+def test_help_exits_zero_with_the_docstring_as_written(tmp_path):
+    result = _run_script([str(REPO_ROOT / "scripts" / "train.py"), "--help"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(
+        "Trains and evaluates an experiment in a model_dir (resumes if it exists).\n\n"
+        "Usage (the preset after the colon is required):\n")
+    assert "--model_dir" in result.stdout and "--config" in result.stdout
