@@ -1,4 +1,4 @@
-r"""Writes the saved-layer fixtures of `tests/test_saved_layer_fixtures.py`.
+r"""Writes the saved-layer fixtures of `tests/layers/test_saved_fixtures.py`.
 
 Each fixture is a small functional model saved as a `.keras` file by the code
 of the day it was made, with random (seeded) values in every variable, and the

@@ -16,7 +16,7 @@ import pytest
 # Importing the layers registers their classes for deserialisation.
 from low_rank_local_connectivity import layers  # noqa: F401
 
-FIXTURES_DIR = pathlib.Path(__file__).resolve().parent / "fixtures" / "layers"
+FIXTURES_DIR = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "layers"
 OUTPUTS = np.load(FIXTURES_DIR / "outputs.npz")
 NAMES = sorted({key.split("/")[0] for key in OUTPUTS.files})
 

@@ -19,12 +19,11 @@ import tf_keras
 
 from low_rank_local_connectivity import layers
 from low_rank_local_connectivity.layers import low_rank_locally_connected2d
-from lrlc_testing import MODES
-from lrlc_testing import images
-from lrlc_testing import make_lrlc
-from lrlc_testing import randomize
-
-ATOL = 1e-5
+from tests.layers.lrlc_testing import ATOL
+from tests.layers.lrlc_testing import MODES
+from tests.layers.lrlc_testing import images
+from tests.layers.lrlc_testing import make_lrlc
+from tests.layers.lrlc_testing import randomize
 
 
 def reference_combine(weights, bases):
