@@ -3,7 +3,10 @@
 Every error names the argument, the value received and what is allowed.
 """
 
+import keras
 import numpy as np
+
+DATA_FORMATS = ("channels_last", "channels_first")
 
 
 def is_int(value):
@@ -48,3 +51,18 @@ def standardize_pair(name, value, expected="a positive integer or a tuple of 2 "
     ):
         raise invalid_argument(name, value, expected)
     return tuple(int(v) for v in pair)
+
+
+def standardize_choice(name, value, choices):
+    """`value` (lower-cased if a string) if it is one of `choices`, else a `ValueError`."""
+    normalised = value.lower() if isinstance(value, str) else value
+    if normalised not in choices:
+        raise invalid_argument(name, value, f"one of {choices}")
+    return normalised
+
+
+def standardize_data_format(value):
+    """A data format in `DATA_FORMATS`; None means `keras.config.image_data_format()`."""
+    if value is None:
+        value = keras.config.image_data_format()
+    return standardize_choice("data_format", value, DATA_FORMATS)

@@ -33,6 +33,10 @@ def _targets():
     return targets
 
 
+# The tools run as programs; every other file of `tools/` is a library.
+TOOL_PROGRAMS = {"tools/fault_campaign.py", "tools/make_layer_fixtures.py"}
+
+
 def _python_files(folder, pattern="*.py"):
     return {
         str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / folder).rglob(pattern)
@@ -53,8 +57,8 @@ def test_every_python_file_is_in_a_target_of_the_right_kind():
     expectations = [
         (_python_files("low_rank_local_connectivity"), "py_library"),
         (_python_files("scripts"), "py_binary"),
-        (_python_files("tools") - {"tools/fault_campaign.py"}, "py_library"),
-        ({"tools/fault_campaign.py"}, "py_binary"),
+        (_python_files("tools") - TOOL_PROGRAMS, "py_library"),
+        (TOOL_PROGRAMS, "py_binary"),
         (_python_files("tests", "test_*.py"), "py_test"),
     ]
     for files, kind in expectations:

@@ -17,8 +17,8 @@ from low_rank_local_connectivity import convert
 from low_rank_local_connectivity import data_provider
 from low_rank_local_connectivity import models
 from low_rank_local_connectivity.layers import LowRankLocallyConnected2D as LRLC
-from lrlc_testing import MODES
-from lrlc_testing import images
+from tests.layers.lrlc_testing import MODES
+from tests.layers.lrlc_testing import images
 
 CONVS = {
     "valid": dict(kernel_size=3),

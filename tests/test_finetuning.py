@@ -21,7 +21,7 @@ from low_rank_local_connectivity import training
 from low_rank_local_connectivity.configs import experiment
 from low_rank_local_connectivity.training import run_dir
 from low_rank_local_connectivity.layers import LowRankLocallyConnected2D as LRLC
-from lrlc_testing import images
+from tests.layers.lrlc_testing import images
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 

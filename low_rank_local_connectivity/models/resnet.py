@@ -151,44 +151,30 @@ def resnet50(
     lrlc_blocks_set = _lrlc_block_set(lrlc_stages, lrlc_blocks)
     if lrlc_blocks_set:
         validation.positive_int("spatial_rank", spatial_rank)
-    simple_model.check_combining_weight_options(
-        input_dependent, share_row_combining_weights, share_col_combining_weights
-    )
     regularizer = simple_model.weight_decay_regularizer(weight_decay)
-    lrlc_regularizer = regularizer if regularize_lrlc else None
+    lrlc_kwargs = simple_model.lrlc_options(
+        normalize_weights, input_dependent, share_row_combining_weights,
+        share_col_combining_weights, combining_weights_initializer, regularizer,
+        regularize_lrlc,
+    )
     channel_axis = -1 if data_format == "channels_last" else 1
+    # What every convolution and LRLC layer of the network has in common.
+    common = {
+        "padding": "same",
+        "data_format": data_format,
+        "use_bias": use_conv_bias,
+        "kernel_initializer": kernel_initializer,
+    }
 
     def conv(filters, kernel_size, strides, name):
         return keras.layers.Conv2D(
-            filters,
-            kernel_size,
-            strides=strides,
-            padding="same",
-            data_format=data_format,
-            use_bias=use_conv_bias,
-            kernel_initializer=kernel_initializer,
-            kernel_regularizer=regularizer,
-            name=name,
+            filters, kernel_size, strides=strides, kernel_regularizer=regularizer,
+            name=name, **common,
         )
 
     def lrlc(filters, strides, name):
         return lrlc_layers.LowRankLocallyConnected2D(
-            spatial_rank,
-            filters,
-            3,
-            strides=strides,
-            padding="same",
-            data_format=data_format,
-            use_bias=use_conv_bias,
-            kernel_initializer=kernel_initializer,
-            combining_weights_initializer=combining_weights_initializer,
-            kernel_regularizer=lrlc_regularizer,
-            combining_weights_regularizer=lrlc_regularizer,
-            share_row_combining_weights=share_row_combining_weights,
-            share_col_combining_weights=share_col_combining_weights,
-            normalize_weights=normalize_weights,
-            input_dependent=input_dependent,
-            name=name,
+            spatial_rank, filters, 3, strides=strides, name=name, **lrlc_kwargs, **common
         )
 
     def batch_norm(name):

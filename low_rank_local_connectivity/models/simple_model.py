@@ -98,6 +98,46 @@ def check_num_classes_and_input_shape(num_classes, input_shape):
     return int(num_classes), tuple(int(size) for size in input_shape)
 
 
+def lrlc_options(
+    normalize_weights,
+    input_dependent,
+    share_row_combining_weights,
+    share_col_combining_weights,
+    combining_weights_initializer,
+    regularizer,
+    regularize_lrlc,
+):
+    """The keyword arguments the model configs give every LRLC layer.
+
+    Args:
+      normalize_weights, input_dependent, share_row_combining_weights,
+        share_col_combining_weights, combining_weights_initializer: the model
+        fields of the same names, passed through.
+      regularizer: the model's kernel regularizer (`weight_decay_regularizer`).
+      regularize_lrlc: bool, whether `regularizer` also applies to the LRLC kernel
+        bases and combining weights.
+
+    Returns:
+      A dict of `LowRankLocallyConnected2D` keyword arguments.
+
+    Raises:
+      ValueError: for input-dependent weights with a share flag set.
+    """
+    check_combining_weight_options(
+        input_dependent, share_row_combining_weights, share_col_combining_weights
+    )
+    lrlc_regularizer = regularizer if regularize_lrlc else None
+    return {
+        "combining_weights_initializer": combining_weights_initializer,
+        "kernel_regularizer": lrlc_regularizer,
+        "combining_weights_regularizer": lrlc_regularizer,
+        "share_row_combining_weights": share_row_combining_weights,
+        "share_col_combining_weights": share_col_combining_weights,
+        "normalize_weights": normalize_weights,
+        "input_dependent": input_dependent,
+    }
+
+
 def weight_decay_regularizer(weight_decay):
     """The kernel regularizer implementing `weight_decay`, or None for 0.
 
@@ -243,11 +283,12 @@ def simple_network(
         positive_int("spatial_rank", spatial_rank)
     if padding not in ("valid", "same"):
         raise invalid_argument("padding", padding, "'valid' or 'same'")
-    check_combining_weight_options(
-        input_dependent, share_row_combining_weights, share_col_combining_weights
-    )
     regularizer = weight_decay_regularizer(weight_decay)
-    lrlc_regularizer = regularizer if regularize_lrlc else None
+    lrlc_kwargs = lrlc_options(
+        normalize_weights, input_dependent, share_row_combining_weights,
+        share_col_combining_weights, combining_weights_initializer, regularizer,
+        regularize_lrlc,
+    )
 
     inputs = keras.Input(shape=input_shape, name="images")
     x = inputs
@@ -281,17 +322,7 @@ def simple_network(
             )
         else:
             layer = lrlc_layers.LowRankLocallyConnected2D(
-                spatial_rank,
-                filters,
-                use_bias=not batch_norm,
-                combining_weights_initializer=combining_weights_initializer,
-                kernel_regularizer=lrlc_regularizer,
-                combining_weights_regularizer=lrlc_regularizer,
-                share_row_combining_weights=share_row_combining_weights,
-                share_col_combining_weights=share_col_combining_weights,
-                normalize_weights=normalize_weights,
-                input_dependent=input_dependent,
-                **common,
+                spatial_rank, filters, use_bias=not batch_norm, **lrlc_kwargs, **common
             )
         x = layer(x)
         if batch_norm:

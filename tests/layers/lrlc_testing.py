@@ -4,6 +4,8 @@ import numpy as np
 
 from low_rank_local_connectivity.layers import LowRankLocallyConnected2D
 
+# Absolute tolerance of float32 layer outputs against float64 references.
+ATOL = 1e-5
 # (share_row, share_col, input_dependent) of every combining-weights mode.
 MODES = {
     "row_col": (True, True, False),
@@ -36,3 +38,10 @@ def randomize(layer, seed=0):
 
 def images(shape, seed=1):
     return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def run(layer, x_channels_last):
+    """Calls `layer` on x given channels_last, returns a channels_last output."""
+    if layer.data_format == "channels_first":
+        return np.asarray(layer(x_channels_last.transpose(0, 3, 1, 2))).transpose(0, 2, 3, 1)
+    return np.asarray(layer(x_channels_last))

@@ -1,12 +1,11 @@
-"""Tests of `low_rank_local_connectivity.layers`.
+"""Tests of `LowRankLocallyConnected2D`.
 
 Oracles are independent of the code under test: `tf_keras.layers.LocallyConnected2D`
-(Keras 2's locally connected layer), `keras.layers.Conv2D`, TF1's
-`resize_bilinear(align_corners=True)` and NumPy re-implementations of
-docs/design.md §1.
+(Keras 2's locally connected layer), `keras.layers.Conv2D` and the NumPy
+re-implementation of docs/design.md §1 (`lrlc_reference`). Its combining weights
+are tested in `test_lrlc_combining_weights.py`.
 """
 
-import math
 import os
 import subprocess
 import sys
@@ -18,18 +17,18 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from low_rank_local_connectivity import layers
-from lrlc_reference import np_conv
-from lrlc_reference import np_lrlc
-from lrlc_reference import np_normalize
-from lrlc_reference import np_resize_align_corners
-from lrlc_testing import MODES
-from lrlc_testing import images
-from lrlc_testing import make_lrlc
-from lrlc_testing import randomize
+from low_rank_local_connectivity.layers import LowRankLocallyConnected2D as LRLC
+from tests.layers.lrlc_reference import np_lrlc
+from tests.layers.lrlc_testing import ATOL
+from tests.layers.lrlc_testing import MODES
+from tests.layers.lrlc_testing import images
+from tests.layers.lrlc_testing import make_lrlc
+from tests.layers.lrlc_testing import randomize
+from tests.layers.lrlc_testing import run
 
-LRLC = layers.LowRankLocallyConnected2D
-ATOL = 1e-5
+
+# -- Equivalence with an independent locally connected layer -------------------
+
 
 def tf_keras_locally_connected(layer, x):
     """Runs tf_keras' LocallyConnected2D loaded with the LRLC's equivalent kernel.
@@ -66,16 +65,6 @@ def tf_keras_locally_connected(layer, x):
         [kernel.reshape(out_h * out_w, kh * kw * channels, filters), bias]
     )
     return oracle(x).numpy()
-
-
-def run(layer, x_channels_last):
-    """Calls `layer` on x given channels_last, returns a channels_last output."""
-    if layer.data_format == "channels_first":
-        return np.asarray(layer(x_channels_last.transpose(0, 3, 1, 2))).transpose(0, 2, 3, 1)
-    return np.asarray(layer(x_channels_last))
-
-
-# -- Equivalence with an independent locally connected layer -------------------
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -151,23 +140,6 @@ def test_spatial_biases_land_on_their_axes(mode, use_bias, filters, input_size):
     np.testing.assert_allclose(run(layer, x), np_lrlc(layer, x), atol=ATOL, rtol=0)
 
 
-def test_input_dependent_weights_differ_per_example():
-    layer = make_lrlc("input_dependent")
-    x = images((3, 12, 12, 3))
-    layer.build(x.shape)
-    randomize(layer)
-    weights = np.asarray(layer.get_combining_weights(x))
-    assert weights.shape == (3, 10, 10, 3)
-    assert np.abs(weights[0] - weights[1]).max() > 1e-3
-    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
-    # A batch gives each example the same output as on its own.
-    single = np.concatenate([run(layer, x[i : i + 1]) for i in range(3)])
-    np.testing.assert_allclose(run(layer, x), single, atol=ATOL, rtol=0)
-
-
-# -- Convolution equivalences --------------------------------------------------
-
-
 @pytest.mark.parametrize(
     "padding,strides,dilation",
     [("valid", 1, 1), ("same", 1, 1), ("valid", 2, 1), ("same", 2, 1), ("valid", 1, 2), ("same", 1, 2)],
@@ -189,193 +161,7 @@ def test_rank_one_softmax_equals_conv2d(padding, strides, dilation, data_format)
     np.testing.assert_allclose(layer(x), conv(x), atol=ATOL, rtol=0)
 
 
-def test_conv_init_is_a_convolution_with_the_mean_basis():
-    layer = LRLC(4, 6, 3, padding="same", use_bias=False, use_spatial_bias=False)
-    x = images((2, 8, 8, 3))
-    layer.build(x.shape)
-    kernel = np.asarray(layer.kernel_bases).reshape(3, 3, 3, 4, 6).mean(axis=3)
-    np.testing.assert_allclose(
-        layer.combining_weights, np.full((8, 8, 4), 0.25), atol=1e-7
-    )
-    np.testing.assert_allclose(
-        layer(x), np_conv(x, kernel, padding="same"), atol=ATOL, rtol=0
-    )
-    row = np.asarray(layer.combining_weights_row)
-    np.testing.assert_allclose(row, 0.5 / math.sqrt(4))  # row + col = 1/sqrt(K)
-
-
-def test_conv_init_without_factorisation_is_one_over_sqrt_rank():
-    layer = make_lrlc("full", spatial_rank=4)
-    layer.build((1, 6, 6, 2))
-    np.testing.assert_allclose(layer.combining_weights_table, 0.5)
-
-
-def test_row_col_sharing_equals_full_table_of_sums():
-    x = images((2, 9, 7, 3))
-    shared = make_lrlc("row_col")
-    full = make_lrlc("full", use_spatial_bias=False)
-    shared.build(x.shape)
-    full.build(x.shape)
-    randomize(shared)
-    row = np.asarray(shared.combining_weights_row)
-    col = np.asarray(shared.combining_weights_col)
-    full.kernel_bases.assign(shared.kernel_bases)
-    full.bias.assign(shared.bias)
-    full.combining_weights_table.assign(row[:, None, :] + col[None, :, :])
-    spatial_bias = np.asarray(shared.spatial_bias_row) + np.asarray(shared.spatial_bias_col)
-    np.testing.assert_allclose(
-        shared(x), np.asarray(full(x)) + spatial_bias, atol=ATOL, rtol=0
-    )
-
-
-# -- Normalisation ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize("mode", ["row_col", "row_only", "col_only", "full"])
-def test_normalizations(mode):
-    x = images((1, 8, 8, 2))
-    layers_by_norm = {}
-    for normalization in ("softmax", "norm", ""):
-        layer = make_lrlc(mode, spatial_rank=5, normalize_weights=normalization)
-        layer.build(x.shape)
-        randomize(layer, seed=7)
-        layers_by_norm[normalization] = np.asarray(layer.combining_weights)
-    np.testing.assert_allclose(layers_by_norm["softmax"].sum(-1), 1.0, atol=1e-6)
-    assert (layers_by_norm["softmax"] > 0).all()
-    np.testing.assert_allclose(
-        np.linalg.norm(layers_by_norm["norm"], axis=-1), 1.0, atol=1e-6
-    )
-    raw = layers_by_norm[""]
-    np.testing.assert_allclose(np_normalize(raw, "softmax"), layers_by_norm["softmax"], atol=1e-6)
-    np.testing.assert_allclose(np_normalize(raw, "norm"), layers_by_norm["norm"], atol=1e-6)
-    assert np.abs(raw.sum(-1) - 1).max() > 0.1  # untouched
-
-
-def test_norm_normalization_of_zero_logits_is_finite():
-    logits = keras.ops.zeros((2, 3))
-    out = layers.normalize_combining_weights(logits, "norm")
-    np.testing.assert_array_equal(out, 0.0)
-
-
-@pytest.mark.parametrize(
-    "mode,shape", [("row_col", (6, 5, 3)), ("row_only", (6, 3)), ("col_only", (5, 3)), ("full", (6, 5, 3))]
-)
-def test_combining_weights_shape_and_batched_view(mode, shape):
-    layer = make_lrlc(mode)
-    x = images((4, 8, 7, 2))
-    layer.build(x.shape)
-    randomize(layer)
-    assert tuple(layer.combining_weights.shape) == shape
-    batched = np.asarray(layer.get_combining_weights(x))
-    assert batched.shape == (4, 6, 5, 3)
-    expanded = np.asarray(layer.combining_weights)
-    if mode == "row_only":
-        expanded = expanded[:, None, :]
-    elif mode == "col_only":
-        expanded = expanded[None, :, :]
-    np.testing.assert_allclose(batched, np.broadcast_to(expanded, batched.shape), atol=1e-7)
-
-
-def test_combining_weights_property_raises_in_input_dependent_mode():
-    layer = make_lrlc("input_dependent")
-    layer.build((1, 8, 8, 2))
-    with pytest.raises(ValueError, match="get_combining_weights"):
-        layer.combining_weights
-    with pytest.raises(ValueError, match="needs `inputs`"):
-        layer.locally_connected_kernel()
-
-
-# -- Input-dependent network -----------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "in_size,out_size", [((9, 9), (7, 7)), ((5, 8), (13, 3)), ((1, 4), (3, 1)), ((6, 6), (6, 6))]
-)
-def test_align_corners_resize_matches_tf1(in_size, out_size):
-    x = images((1, *in_size, 2))
-    rows = layers.align_corners_resize_matrix(in_size[0], out_size[0])
-    cols = layers.align_corners_resize_matrix(in_size[1], out_size[1])
-    ours = np.einsum("oh,bhwc->bowc", rows, x)
-    ours = np.einsum("pw,bhwc->bhpc", cols, ours)
-    np.testing.assert_allclose(ours, np_resize_align_corners(x, out_size), atol=1e-5)
-
-
-@pytest.mark.parametrize(
-    "size,dilations", [(3, (1,)), (4, (1,)), (5, (1, 2)), (9, (1, 2, 4)), (17, (1, 2, 4, 8)), (2, ())]
-)
-def test_input_dependent_network_dilations_and_parameter_count(size, dilations):
-    rank, channels = 3, 5
-    network = layers.InputDependentCombiningWeights(rank, (4, 4))
-    network.build((None, size, size + 3, channels))
-    assert network.dilations == dilations
-    concat, hidden = (2 + len(dilations)) * rank, 6 * rank
-    expected = (
-        channels * rank + rank  # 1x1 projection
-        + len(dilations) * (9 * rank + rank)  # depthwise 3x3
-        + concat * (hidden // 2) + hidden // 2
-        + (hidden // 2) * hidden + hidden
-        + hidden * rank + rank
-    )
-    assert network.count_params() == expected
-
-
-# -- LocallyConnected2D ------------------------------------------------------------
-
-
-@pytest.mark.parametrize("strides", [1, 2, (1, 2)])
-@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-def test_locally_connected_equals_tf_keras(strides, data_format):
-    x = images((2, 9, 8, 3))
-    ours = layers.LocallyConnected2D(
-        4, (3, 2), strides=strides, data_format=data_format,
-        bias_initializer="random_normal",
-    )
-    oracle = tf_keras.layers.LocallyConnected2D(4, (3, 2), strides=strides, implementation=1)
-    y = run(ours, x)
-    oracle.build(x.shape)
-    kernel = np.asarray(ours.kernel)
-    out_h, out_w = kernel.shape[:2]
-    oracle.set_weights([kernel.reshape(out_h * out_w, -1, 4), np.asarray(ours.bias)])
-    np.testing.assert_allclose(y, oracle(x), atol=ATOL, rtol=0)
-
-
-@pytest.mark.parametrize("strides", [1, 2])
-def test_locally_connected_same_padding_matches_numpy(strides):
-    x = images((2, 7, 6, 3))
-    layer = layers.LocallyConnected2D(
-        4, 3, strides=strides, padding="same", bias_initializer="random_normal"
-    )
-    y = np.asarray(layer(x))
-    kernel, bias = np.asarray(layer.kernel), np.asarray(layer.bias)
-    # Reference: for each output position, a convolution with that position's kernel.
-    expected = np.zeros_like(y)
-    for i in range(y.shape[1]):
-        for j in range(y.shape[2]):
-            conv = np_conv(x, kernel[i, j], (strides, strides), padding="same")
-            expected[:, i, j] = conv[:, i, j] + bias[i, j]
-    np.testing.assert_allclose(y, expected, atol=ATOL, rtol=0)
-
-
-def test_locally_connected_parameter_count():
-    layer = layers.LocallyConnected2D(64, 3)
-    layer.build((None, 32, 32, 64))
-    assert layer.count_params() == 30 * 30 * (3 * 3 * 64 * 64 + 64)
-
-
-# -- CoordinateChannels ------------------------------------------------------------
-
-
-@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-def test_coordinate_channels(data_format):
-    x = images((2, 4, 3, 2))
-    y = run(layers.CoordinateChannels(data_format=data_format), x)
-    assert y.shape == (2, 4, 3, 4)
-    np.testing.assert_array_equal(y[..., :2], x)
-    np.testing.assert_allclose(y[1, :, 0, 2], [-1, -1 / 3, 1 / 3, 1], atol=1e-6)
-    np.testing.assert_allclose(y[0, 2, :, 3], [-1, 0, 1], atol=1e-6)
-
-
-# -- Shapes, dynamic sizes, variables -------------------------------------------
+# -- Shapes, dynamic sizes, variables ------------------------------------------
 
 
 MODE_VARIABLES = {
@@ -519,7 +305,7 @@ def test_activation_and_mixed_precision():
     assert float(keras.ops.min(y)) >= 0.0
 
 
-# -- Serialisation -----------------------------------------------------------------
+# -- Serialisation -------------------------------------------------------------
 
 
 CONFIGS = [
@@ -566,6 +352,7 @@ def test_keras_file_round_trip(config, tmp_path):
     np.testing.assert_array_equal(loaded(x), model(x))
 
 
+@pytest.mark.slow  # It serves the model in a subprocess.
 def test_saved_model_serves_without_the_package(tmp_path):
     model, _, input_shape = _model_with(dict(mode="input_dependent"))
     export_dir = str(tmp_path / "saved_model")
@@ -595,7 +382,7 @@ def test_saved_model_serves_without_the_package(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "y1.npy"), expected[:1], atol=1e-5, rtol=1e-5)
 
 
-# -- Validation --------------------------------------------------------------------
+# -- Validation ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -650,46 +437,3 @@ def test_wrong_channels_after_build_is_rejected():
     layer.build((None, 8, 8, 3))
     with pytest.raises(ValueError, match="axis -1"):
         layer(images((1, 8, 8, 4)))
-
-
-def test_locally_connected_and_coordinate_channel_errors():
-    with pytest.raises(ValueError, match=r"`filters`.*filters=-2"):
-        layers.LocallyConnected2D(-2, 3)
-    with pytest.raises(ValueError, match=r"`padding`"):
-        layers.LocallyConnected2D(2, 3, padding="full")
-    with pytest.raises(ValueError, match=r"known input height and width"):
-        layers.LocallyConnected2D(2, 3).build((None, None, 8, 3))
-    with pytest.raises(ValueError, match=r"known input height and width"):
-        layers.LocallyConnected2D(2, 5).build((None, 4, 8, 3))
-    with pytest.raises(ValueError, match=r"known input height and width"):
-        layers.CoordinateChannels().build((None, None, 8, 3))
-
-
-def test_input_dependent_network_is_a_serialisable_layer(tmp_path):
-    network = layers.InputDependentCombiningWeights(
-        3, (5, 4), kernel_regularizer="l2", name="network"
-    )
-    inputs = keras.Input((9, 8, 2))
-    model = keras.Model(inputs, network(inputs))
-    assert tuple(model.output.shape) == (None, 5, 4, 3)
-    clone = layers.InputDependentCombiningWeights.from_config(network.get_config())
-    assert clone.get_config() == network.get_config()
-    randomize(network)
-    path = str(tmp_path / "network.keras")
-    model.save(path)
-    x = images((2, 9, 8, 2))
-    np.testing.assert_array_equal(keras.saving.load_model(path)(x), model(x))
-
-
-@pytest.mark.parametrize("rank", [1, 3])
-@pytest.mark.parametrize("normalize_weights", ["softmax", "norm", ""])
-def test_every_trainable_variable_gets_a_gradient(rank, normalize_weights):
-    layer = make_lrlc("row_col", spatial_rank=rank, normalize_weights=normalize_weights)
-    x = tf.constant(images((2, 7, 7, 2)))
-    layer.build(x.shape)
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(layer(x) ** 2)
-    gradients = tape.gradient(loss, layer.trainable_variables)
-    assert all(g is not None for g in gradients)
-    if rank == 1 and normalize_weights == "softmax":  # the weight is always 1
-        np.testing.assert_array_equal(gradients[1], 0.0)

@@ -5,7 +5,7 @@ padding, data format, share flags, normalisation, input-dependent flag, input si
 including inputs too small for the kernel) must either match the independent NumPy
 reference of docs/design.md §1 or raise a ValueError that names the offending
 argument -- never an internal TensorFlow error. The run is derandomised, so CI tries
-the same cases every time; `pytest tests/test_layer_properties.py
+the same cases every time; `pytest tests/layers/test_layer_properties.py
 --hypothesis-show-statistics` prints how many were matched and how many were
 rejected, and why.
 """
@@ -15,7 +15,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from low_rank_local_connectivity.layers import LowRankLocallyConnected2D
-from lrlc_reference import np_lrlc
+from tests.layers.lrlc_reference import np_lrlc
 
 NUM_CASES = 150
 

@@ -18,12 +18,12 @@ import tensorflow as tf
 import tf_keras
 
 from low_rank_local_connectivity import layers
-from lrlc_testing import MODES
-from lrlc_testing import images
-from lrlc_testing import make_lrlc
-from lrlc_testing import randomize
-
-ATOL = 1e-5
+from low_rank_local_connectivity.layers import low_rank_locally_connected2d
+from tests.layers.lrlc_testing import ATOL
+from tests.layers.lrlc_testing import MODES
+from tests.layers.lrlc_testing import images
+from tests.layers.lrlc_testing import make_lrlc
+from tests.layers.lrlc_testing import randomize
 
 
 def reference_combine(weights, bases):
@@ -102,7 +102,7 @@ def test_layer_gradients_equal_the_reference_path(mode, normalize_weights, kwarg
     randomize(layer, seed=3)
     upstream = tf.constant(images((2, 9, 8, 4), seed=4))
     got = layer_values_and_gradients(layer, x, upstream)
-    monkeypatch.setattr(layers, "combine_bases", reference_combine)
+    monkeypatch.setattr(low_rank_locally_connected2d, "combine_bases", reference_combine)
     want = layer_values_and_gradients(layer, x, upstream)
     assert len(got) == len(layer.trainable_variables) + 2
     for variable, g, w in zip(["outputs", "inputs"] + layer.trainable_variables, got, want):
