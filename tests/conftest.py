@@ -7,15 +7,13 @@ location can be overridden with the `LRLC_SHARED_DATA` environment variable.
 
 import os
 import pathlib
-import sys
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-# The shared test helpers (`trainer_runs`, ...) import from every test folder.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
 SHARED_DATA_DIR = pathlib.Path(
     os.environ.get("LRLC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")
 )

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT
 
 
 def test_benchmark_writes_ratios_parameter_counts_and_tables(tmp_path):

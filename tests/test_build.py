@@ -1,6 +1,6 @@
 """The Bazel BUILD file covers every source, script and test, and nothing missing."""
 
-from conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT
 
 
 def _targets():

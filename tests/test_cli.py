@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
-from conftest import noise_lines
+from tests.conftest import REPO_ROOT
+from tests.conftest import noise_lines
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import _cli  # noqa: E402  (the scripts' folder is on sys.path only now)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT
-from conftest import noise_lines
+from tests.conftest import REPO_ROOT
+from tests.conftest import noise_lines
 from low_rank_local_connectivity import data_provider
 from low_rank_local_connectivity import export
 from low_rank_local_connectivity import training

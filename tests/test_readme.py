@@ -24,8 +24,8 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
-from conftest import noise_lines
+from tests.conftest import REPO_ROOT
+from tests.conftest import noise_lines
 
 README = REPO_ROOT / "README.md"
 RUN = ("sh", "python")

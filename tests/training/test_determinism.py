@@ -17,7 +17,7 @@ import pytest
 from low_rank_local_connectivity import models
 
 from tools import child_run
-from trainer_runs import assert_same_run, child_spec, kill_and_resume, load_outputs
+from tests.trainer_runs import assert_same_run, child_spec, kill_and_resume, load_outputs
 
 _SMALL_PRESETS = tuple(p for p in models.MODEL_PRESETS if not p.startswith("resnet"))
 

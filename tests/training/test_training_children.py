@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer_runs import (
+from tests.trainer_runs import (
     assert_same_run, child_spec, kill_and_resume, load_outputs, start_child,
     tiny_overrides, wait_child,
 )

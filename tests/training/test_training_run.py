@@ -19,7 +19,7 @@ from low_rank_local_connectivity.configs import experiment
 from low_rank_local_connectivity.training import checkpointing
 from low_rank_local_connectivity.training import summaries
 from tools import fault_injection as fi
-from trainer_runs import tiny_overrides
+from tests.trainer_runs import tiny_overrides
 
 def _config(preset="mnist_small_lrlc", **overrides):
     """Experiment config with flattened overrides ('train.batch_size': 32)."""
