@@ -9,7 +9,8 @@ and keeps every other line, the scripts' own progress lines included.
 TensorFlow's own INFO log records (checkpoint sharding timings, SavedModel
 fingerprints, ...) are dropped; its warnings and errors are kept.
 `--verbose` (or the environment variable `LRLC_VERBOSE=1`, which also reaches
-child processes) keeps everything.
+child processes) keeps everything. `parse_flags` is absl's flag parsing where a
+help request (`--help`, `--helpfull`, ...) exits with status 0.
 
 The script's own directory is on `sys.path` when it runs, which is how the
 scripts find this module; the package itself must not be imported before
@@ -46,6 +47,8 @@ NOISE_PATTERNS = tuple(re.compile(pattern) for pattern in (
 ))
 
 _TRUE = ("1", "true", "t", "yes", "y")
+# absl's flags that print help and exit (app.run defines them).
+HELP_FLAGS = ("help", "helpshort", "helpfull", "helpxml", "?")
 
 
 def is_noise(line):
@@ -66,6 +69,30 @@ def verbose_requested(argv=None, environ=None):
         elif arg.startswith("--verbose="):
             verbose = arg.split("=", 1)[1].strip().lower() in _TRUE
     return verbose
+
+
+def help_requested(argv):
+    """Whether the command line (before any '--') asks for help."""
+    for arg in argv[1:]:
+        if arg == "--":
+            break
+        if arg.startswith("-") and arg.lstrip("-").split("=", 1)[0] in HELP_FLAGS:
+            return True
+    return False
+
+
+def parse_flags(argv):
+    """Parses the flags like `app.run`; a help request exits with status 0.
+
+    absl prints the help of `--help`, `--helpfull`, ... and then exits with
+    status 1, as for an error. Pass as `app.run(main, flags_parser=parse_flags)`.
+    """
+    try:
+        return flags.FLAGS(argv)
+    except SystemExit as exit_request:
+        if exit_request.code == 1 and help_requested(argv):
+            raise SystemExit(0) from None
+        raise
 
 
 @contextlib.contextmanager
