@@ -21,8 +21,9 @@ import os
 
 import ml_collections
 
-from low_rank_local_connectivity import experiments
 from low_rank_local_connectivity import training
+from low_rank_local_connectivity.experiments import report
+from low_rank_local_connectivity.experiments import stats
 from low_rank_local_connectivity.training import run_dir
 
 BASELINE_ARM = "conv"
@@ -117,7 +118,7 @@ def _train(config, model_dir, record_start=False):
     start_path = os.path.join(model_dir, START_FILE)
     if record_start and run.step == 0 and not os.path.exists(start_path):
         os.makedirs(model_dir, exist_ok=True)
-        experiments._atomic_write_json(start_path, run.evaluate("test"))
+        report.write_json(start_path, run.evaluate("test"))
     results = None
     if run.step >= config.train.train_steps:
         results = run_dir.read_results(model_dir)
@@ -186,10 +187,10 @@ def summarize(rows):
                        seeds=[row["seed"] for row in runs],
                        num_parameters=runs[0]["num_parameters"])
         for key in ("base_test_accuracy", "start_test_accuracy", "test_accuracy"):
-            mean, se = experiments.mean_and_standard_error([row[key] for row in runs])
+            mean, se = stats.mean_and_standard_error([row[key] for row in runs])
             summary[f"{key}_mean"], summary[f"{key}_se"] = mean, se
         if arm != BASELINE_ARM and all(row["seed"] in baseline for row in runs):
-            mean, se = experiments.mean_and_standard_error([
+            mean, se = stats.mean_and_standard_error([
                 row["test_accuracy"] - baseline[row["seed"]]["test_accuracy"]
                 for row in runs
             ])
@@ -211,16 +212,16 @@ def render_markdown(summaries, finetune_steps):
     lines = [
         (
             s["arm"], f"{s['num_parameters']:,}",
-            experiments._format_accuracy(s["start_test_accuracy_mean"],
-                                         s["start_test_accuracy_se"]),
-            experiments._format_accuracy(s["test_accuracy_mean"], s["test_accuracy_se"]),
+            stats.format_accuracy(s["start_test_accuracy_mean"],
+                                  s["start_test_accuracy_se"]),
+            stats.format_accuracy(s["test_accuracy_mean"], s["test_accuracy_se"]),
             _gain_text(s),
         )
         for s in summaries
     ]
     header = ("fine-tuned as", "parameters", "test acc before (%)",
               f"test acc after {finetune_steps} steps (%)", "gain over conv (points)")
-    return experiments._markdown(header, lines) + "\n"
+    return report.markdown_table(header, lines) + "\n"
 
 
 def write_results(rows, results_dir, settings):
@@ -236,14 +237,13 @@ def write_results(rows, results_dir, settings):
     writer.writeheader()
     writer.writerows(rows)
     return [
-        experiments._atomic_write(os.path.join(results_dir, RESULTS_CSV),
-                                  buffer.getvalue()),
-        experiments._atomic_write_json(
+        report.write_text(os.path.join(results_dir, RESULTS_CSV), buffer.getvalue()),
+        report.write_json(
             os.path.join(results_dir, RESULTS_JSON),
             dict(settings=settings, runs=rows,
-                 summaries=experiments._json_safe(summaries)),
+                 summaries=report.json_safe(summaries)),
         ),
-        experiments._atomic_write(
+        report.write_text(
             os.path.join(results_dir, RESULTS_MD),
             render_markdown(summaries, settings["finetune_steps"]),
         ),
