@@ -2,8 +2,10 @@
 
 - `grid.py`: what a grid and its cells are (`Grid`, `Cell`, `GRIDS`,
   `QUICK_GRID`, `get_grid`) and the trainer config of a cell (`cell_config`);
-- `runner.py`: training cells in worker processes (`run_cell`, `run_grid`),
-  skipping finished ones and resuming interrupted ones;
+- `runner.py`: training cells (`run_cell`, `run_grid`), skipping finished ones
+  and resuming interrupted ones;
+- `workers.py`: the worker processes, stopped together on SIGINT / SIGTERM
+  (`GridInterrupted`);
 - `report.py`: reading finished cells (`collect_runs`), summaries over seeds,
   the validation-selected ranks, results.csv / results.json / results.md
   (`aggregate`, `write_results`), the markdown table and the atomic writers
@@ -46,13 +48,13 @@ from low_rank_local_connectivity.experiments.report import render_markdown
 from low_rank_local_connectivity.experiments.report import select_best_ranks
 from low_rank_local_connectivity.experiments.report import summarize
 from low_rank_local_connectivity.experiments.report import write_results
-from low_rank_local_connectivity.experiments.runner import GridInterrupted
 from low_rank_local_connectivity.experiments.runner import GridReport
 from low_rank_local_connectivity.experiments.runner import experiment_differences
 from low_rank_local_connectivity.experiments.runner import run_cell
 from low_rank_local_connectivity.experiments.runner import run_grid
 from low_rank_local_connectivity.experiments.stats import format_accuracy
 from low_rank_local_connectivity.experiments.stats import mean_and_standard_error
+from low_rank_local_connectivity.experiments.workers import GridInterrupted
 
 __all__ = [
     "REFERENCE_LAYER_TYPES",

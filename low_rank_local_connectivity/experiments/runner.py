@@ -11,17 +11,13 @@ and evaluates it) and written to `<model_dir>/cell_result.json`, with the
 Keras backend, the device and the CPU count that trained it.
 
 SIGINT (Ctrl-C) or SIGTERM stops a running grid: the workers are terminated, no
-further cell starts, and `run_grid` raises `GridInterrupted`. Running the same
-grid again resumes it.
+further cell starts, and `run_grid` raises `workers.GridInterrupted`. Running
+the same grid again resumes it.
 """
 
 import dataclasses
 import json
-import multiprocessing
-from multiprocessing import connection
 import os
-import signal
-import threading
 import time
 
 from absl import logging
@@ -35,6 +31,7 @@ from low_rank_local_connectivity import validation
 from low_rank_local_connectivity.configs import experiment
 from low_rank_local_connectivity.experiments import grid as grid_lib
 from low_rank_local_connectivity.experiments import report
+from low_rank_local_connectivity.experiments import workers as workers_lib
 from low_rank_local_connectivity.training import run_dir
 
 # Config fields that do not change what a cell computes: where the data is read
@@ -45,30 +42,8 @@ _BOOKKEEPING_FIELDS = frozenset({
     "train.keep_checkpoints",
 })
 _EXPERIMENT_SECTIONS = ("model.", "dataset.", "train.")
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-# Seconds a terminated worker gets to exit before it is killed.
-_STOP_SECONDS = 5.0
-# Longest error message a worker reports (the full one is in its train.log).
-_MAX_MESSAGE_CHARS = 2000
-
-
-class GridInterrupted(KeyboardInterrupt):
-    """`run_grid` was stopped by a signal; its workers are stopped too.
-
-    Attributes:
-        signal_number: int, the signal (SIGINT or SIGTERM).
-        exit_status: int, the shell's status for it (128 + signal number).
-    """
-
-    def __init__(self, signal_number):
-        self.signal_number = signal_number
-        self.exit_status = 128 + signal_number
-        super().__init__(
-            f"Interrupted by {signal.Signals(signal_number).name}: the grid and "
-            "its workers stopped. Rerunning the same command resumes it: "
-            "finished cells are skipped, interrupted ones resume from their "
-            "last checkpoint."
-        )
+# A cell's log in its model_dir: the worker's output and any traceback.
+_LOG_FILE = "train.log"
 
 
 def _device_kind():
@@ -163,40 +138,12 @@ def _check_data(config):
     data_provider.DatasetOptions.from_config(config.dataset).get_metadata()
 
 
-def _cell_worker(cell_fields, config_json, model_dir, num_threads, results):
-    """A worker process: one cell, logs to model_dir/train.log, outcome to `results`.
-
-    Sends ('finished', test accuracy) or ('failed', 'ErrorType: message'); the
-    traceback goes to train.log. SIGINT is ignored (it reaches the whole
-    process group on Ctrl-C): the parent stops its workers itself, with
-    SIGTERM. (The process may have inherited both signals blocked from
-    `_start_worker`.)
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-    os.makedirs(model_dir, exist_ok=True)
-    log = os.open(
-        os.path.join(model_dir, "train.log"),
-        os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644,
-    )
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    logging.use_absl_handler()
-    logging.set_verbosity(logging.INFO)
+def _train_cell(cell_fields, config_json, model_dir, num_threads):
+    """The job of a worker process: `run_cell` -> the test accuracy."""
     cell = grid_lib.Cell(**cell_fields)
-    logging.info("Cell %s in %s (pid %d, %s threads).", cell.name, model_dir,
-                 os.getpid(), num_threads)
-    try:
-        config = ml_collections.ConfigDict(json.loads(config_json))
-        result = run_cell(cell, config, model_dir, num_threads)
-        outcome = ("finished", result["test"]["accuracy"])
-    except Exception as error:  # Reported to the parent; the grid goes on.
-        logging.exception("Cell %s failed.", cell.name)
-        message = f"{type(error).__name__}: {' '.join(str(error).split())}"
-        if len(message) > _MAX_MESSAGE_CHARS:  # A pipe's buffer holds it whole.
-            message = message[:_MAX_MESSAGE_CHARS] + " ... (see train.log)"
-        outcome = ("failed", message)
-    results.send(outcome)
+    logging.info("Cell %s in %s (%s threads).", cell.name, model_dir, num_threads)
+    config = ml_collections.ConfigDict(json.loads(config_json))
+    return run_cell(cell, config, model_dir, num_threads)["test"]["accuracy"]
 
 
 def _relative_cost(cell):
@@ -223,13 +170,6 @@ class GridReport:
     finished: list
     skipped: list
     failed: dict  # cell name -> error message
-
-
-@dataclasses.dataclass
-class _Worker:
-    cell: object
-    process: object
-    results: object  # The receiving end of the worker's pipe.
 
 
 class _Progress:
@@ -260,70 +200,6 @@ class _Progress:
             eta = elapsed / self._cost_done * self._cost_left
             text += f", about {_duration(eta)} to go"
         return text
-
-
-def _handle_signals(handler):
-    """Installs `handler` for SIGINT and SIGTERM; returns the previous ones.
-
-    Only the main thread can: elsewhere nothing is installed and {} returned.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
-
-
-def _start_worker(context, cell, config_json, model_dir, num_threads, workers):
-    """Starts the process of a cell and adds it to `workers`.
-
-    The worker ignores SIGINT from its first instruction (the disposition is
-    inherited). SIGINT and SIGTERM are blocked meanwhile: one that arrives
-    stays pending and is handled once the worker is in `workers`, so that
-    stopping the grid stops it too. (The worker unblocks them.)
-    """
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(
-        target=_cell_worker, name=f"cell {cell.name}", daemon=True,
-        args=(dataclasses.asdict(cell), config_json, model_dir, num_threads, sender),
-    )
-    main_thread = threading.current_thread() is threading.main_thread()
-    if main_thread:
-        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        process.start()
-        workers.append(_Worker(cell, process, receiver))
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGINT, handler)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-        sender.close()
-
-
-def _outcome(worker):
-    """('finished', accuracy) or ('failed', message) of an exited worker."""
-    worker.process.join()
-    try:
-        if worker.results.poll():
-            return worker.results.recv()
-    except (EOFError, OSError):
-        pass
-    finally:
-        worker.results.close()
-    return ("failed", f"its worker process exited with status "
-                      f"{worker.process.exitcode} before reporting a result")
-
-
-def _stop(workers):
-    """Terminates the workers (SIGTERM, then SIGKILL after `_STOP_SECONDS`)."""
-    for worker in workers:
-        worker.process.terminate()
-    deadline = time.monotonic() + _STOP_SECONDS
-    for worker in workers:
-        worker.process.join(max(0.0, deadline - time.monotonic()))
-        if worker.process.is_alive():
-            worker.process.kill()
-            worker.process.join()
-        worker.results.close()
 
 
 def _pending_cells(grid, output_dir, shard, dataset_location, grid_report):
@@ -402,25 +278,14 @@ def run_grid(grid, output_dir, *, data_dir=None, download=False, manual_dir=None
             "shard_index", shard_index, f"an integer in [0, {num_shards})"
         )
 
-    def interrupted(signal_number, frame):
-        del frame
-        raise GridInterrupted(signal_number)
-
-    previous_handlers = _handle_signals(interrupted)
-    workers = []
-    try:
+    with workers_lib.stopped_by_signals() as workers:
         return _run(grid, output_dir, parallel, slice(shard_index, None, num_shards),
                     dict(data_dir=data_dir, download=download, manual_dir=manual_dir),
                     workers)
-    finally:
-        _handle_signals(signal.SIG_IGN)  # A second Ctrl-C must not stop the cleanup.
-        _stop(workers)
-        for sig, handler in previous_handlers.items():
-            signal.signal(sig, handler)
 
 
 def _run(grid, output_dir, parallel, shard, dataset_location, workers):
-    """The body of `run_grid`; `workers` lists the running ones at any time."""
+    """The body of `run_grid`, with the grid's `workers.Workers`."""
     grid_report = GridReport(finished=[], skipped=[], failed={})
     pending = _pending_cells(grid, output_dir, shard, dataset_location, grid_report)
     if pending:
@@ -433,28 +298,29 @@ def _run(grid, output_dir, parallel, shard, dataset_location, workers):
     if not pending:
         return grid_report
     num_threads = max(1, (os.cpu_count() or 1) // parallel)
-    context = multiprocessing.get_context("spawn")
     progress = _Progress([cell for cell, _, _ in pending])
+    cells = {cell.name: cell for cell, _, _ in pending}
     queue = list(reversed(pending))
-    while queue or workers:
+    while queue or len(workers):
         while queue and len(workers) < parallel:
             cell, config, model_dir = queue.pop()
-            _start_worker(context, cell, config.to_json_best_effort(), model_dir,
-                          num_threads, workers)
-        ready = connection.wait([worker.process.sentinel for worker in workers])
-        for worker in [w for w in workers if w.process.sentinel in ready]:
-            workers.remove(worker)
-            cell = worker.cell
-            status, value = _outcome(worker)
+            workers.start(
+                cell.name, _train_cell,
+                (dataclasses.asdict(cell), config.to_json_best_effort(), model_dir,
+                 num_threads),
+                os.path.join(model_dir, _LOG_FILE),
+            )
+        for name, status, value in workers.wait():
+            cell = cells[name]
             if status == "finished":
-                grid_report.finished.append(cell.name)
-                logging.info("Cell %s done: test accuracy %.4f (%s).", cell.name,
-                             value, progress.cell_done(cell, finished=True))
+                grid_report.finished.append(name)
+                logging.info("Cell %s done: test accuracy %.4f (%s).", name, value,
+                             progress.cell_done(cell, finished=True))
             else:
-                grid_report.failed[cell.name] = value
+                grid_report.failed[name] = value
                 logging.error(
-                    "Cell %s failed (log: %s): %s (%s).", cell.name,
-                    os.path.join(cell.model_dir(output_dir), "train.log"), value,
+                    "Cell %s failed (log: %s): %s (%s).", name,
+                    os.path.join(cell.model_dir(output_dir), _LOG_FILE), value,
                     progress.cell_done(cell, finished=False),
                 )
     return grid_report

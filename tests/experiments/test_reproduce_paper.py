@@ -80,7 +80,7 @@ def _worker_pids(cell_dirs):
     for cell_dir in cell_dirs:
         log = cell_dir / "train.log"
         text = log.read_text() if log.exists() else ""
-        pid = re.search(r"\(pid (\d+), ", text)
+        pid = re.search(r": worker process (\d+)\.", text)
         if pid and "Training mnist_small_lrlc from step 0" in text:
             pids[cell_dir.name] = int(pid.group(1))
     return pids
