@@ -94,17 +94,24 @@ class DataNotFoundError(FileNotFoundError):
     The message names the options as arguments of `make_dataset`
     (`download=True`); `named_for(prefix)` returns the same error with them
     named for another interface, e.g. '--config.dataset.' for scripts/train.py.
+    `render(prefix)` gives the message for a prefix; it is kept as the text it
+    renders for a placeholder prefix, so that the error pickles (it crosses
+    process boundaries).
     """
+
+    _PREFIX_PLACEHOLDER = "\0option-prefix\0"
 
     def __init__(self, message, render=None):
         super().__init__(message)
-        self._render = render
+        self._template = None if render is None else render(self._PREFIX_PLACEHOLDER)
 
     def named_for(self, prefix):
         """This error with its options named `<prefix><option>`."""
-        if self._render is None:
+        if self._template is None:
             return self
-        return DataNotFoundError(self._render(prefix), self._render)
+        error = DataNotFoundError(self._template.replace(self._PREFIX_PLACEHOLDER, prefix))
+        error._template = self._template
+        return error
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,8 +21,9 @@ import os
 
 import ml_collections
 
-from low_rank_local_connectivity import experiments
 from low_rank_local_connectivity import training
+from low_rank_local_connectivity.experiments import report
+from low_rank_local_connectivity.experiments import stats
 from low_rank_local_connectivity.training import run_dir
 
 BASELINE_ARM = "conv"
@@ -124,7 +125,7 @@ class RecordStartMetrics(training.Callback):
     def on_train_begin(self, controller):
         path = os.path.join(controller.model_dir, START_FILE)
         if controller.step == 0 and not os.path.exists(path):
-            run_dir.atomic_write_json(path, controller.evaluate("test", record=False))
+            report.write_json(path, controller.evaluate("test", record=False))
 
 
 def _train(config, model_dir, record_start=False):
@@ -200,10 +201,10 @@ def summarize(rows):
                        seeds=[row["seed"] for row in runs],
                        num_parameters=runs[0]["num_parameters"])
         for key in ("base_test_accuracy", "start_test_accuracy", "test_accuracy"):
-            mean, se = experiments.mean_and_standard_error([row[key] for row in runs])
+            mean, se = stats.mean_and_standard_error([row[key] for row in runs])
             summary[f"{key}_mean"], summary[f"{key}_se"] = mean, se
         if arm != BASELINE_ARM and all(row["seed"] in baseline for row in runs):
-            mean, se = experiments.mean_and_standard_error([
+            mean, se = stats.mean_and_standard_error([
                 row["test_accuracy"] - baseline[row["seed"]]["test_accuracy"]
                 for row in runs
             ])
@@ -225,16 +226,16 @@ def render_markdown(summaries, finetune_steps):
     lines = [
         (
             s["arm"], f"{s['num_parameters']:,}",
-            experiments._format_accuracy(s["start_test_accuracy_mean"],
-                                         s["start_test_accuracy_se"]),
-            experiments._format_accuracy(s["test_accuracy_mean"], s["test_accuracy_se"]),
+            stats.format_accuracy(s["start_test_accuracy_mean"],
+                                  s["start_test_accuracy_se"]),
+            stats.format_accuracy(s["test_accuracy_mean"], s["test_accuracy_se"]),
             _gain_text(s),
         )
         for s in summaries
     ]
     header = ("fine-tuned as", "parameters", "test acc before (%)",
               f"test acc after {finetune_steps} steps (%)", "gain over conv (points)")
-    return experiments._markdown(header, lines) + "\n"
+    return report.markdown_table(header, lines) + "\n"
 
 
 def write_results(rows, results_dir, settings):
@@ -250,14 +251,13 @@ def write_results(rows, results_dir, settings):
     writer.writeheader()
     writer.writerows(rows)
     return [
-        run_dir.atomic_write_text(os.path.join(results_dir, RESULTS_CSV),
-                                  buffer.getvalue()),
-        run_dir.atomic_write_json(
+        report.write_text(os.path.join(results_dir, RESULTS_CSV), buffer.getvalue()),
+        report.write_json(
             os.path.join(results_dir, RESULTS_JSON),
             dict(settings=settings, runs=rows,
-                 summaries=experiments._json_safe(summaries)),
+                 summaries=report.json_safe(summaries)),
         ),
-        run_dir.atomic_write_text(
+        report.write_text(
             os.path.join(results_dir, RESULTS_MD),
             render_markdown(summaries, settings["finetune_steps"]),
         ),

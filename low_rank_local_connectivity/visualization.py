@@ -67,6 +67,9 @@ def combining_weights(model, layer, images):
 def plot_combining_weights(weights, path, *, images=None, title=None):
     """Saves heat maps of combining weights as a PNG (one colour scale).
 
+    Each map has the output row index i down and the column index j across;
+    the labelled colour bar gives the weight a[i, j, k] of basis k.
+
     Args:
         weights: (K, H, W) fixed weights (one row of K maps), or (B, K, H, W)
             input-dependent weights (one row per example).
@@ -86,6 +89,7 @@ def plot_combining_weights(weights, path, *, images=None, title=None):
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib import ticker
 
     weights = np.asarray(weights, np.float64)
     if weights.ndim == 3:
@@ -107,8 +111,8 @@ def plot_combining_weights(weights, path, *, images=None, title=None):
     rows, rank = weights.shape[:2]
     columns = rank + (images is not None)
     figure, axes = plt.subplots(
-        rows, columns, figsize=(1.9 * columns + 0.8, 1.9 * rows + 0.6),
-        squeeze=False,
+        rows, columns, figsize=(1.9 * columns + 1.2, 1.9 * rows + 0.8),
+        squeeze=False, layout="constrained",
     )
     low, high = weights.min(), weights.max()
     if high <= low:
@@ -131,11 +135,20 @@ def plot_combining_weights(weights, path, *, images=None, title=None):
                 weights[row, k], vmin=low, vmax=high, cmap="viridis"
             )
             if row == 0:
-                axis.set_title(f"basis {k + 1}", fontsize=8)
-    for axis in axes.flat:
-        axis.set_xticks([])
-        axis.set_yticks([])
-    figure.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8)
+                axis.set_title(f"basis k = {k + 1}", fontsize=8)
+            axis.xaxis.set_major_locator(ticker.MaxNLocator(nbins=3, integer=True))
+            axis.yaxis.set_major_locator(ticker.MaxNLocator(nbins=3, integer=True))
+            axis.tick_params(labelsize=6, length=2)
+            if row == rows - 1:
+                axis.set_xlabel("column j", fontsize=7)
+            if k == 0:
+                axis.set_ylabel("row i", fontsize=7)
+        if images is not None:
+            axes[row, 0].set_xticks([])
+            axes[row, 0].set_yticks([])
+    colorbar = figure.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8)
+    colorbar.set_label("combining weight a[i, j, k]", fontsize=8)
+    colorbar.ax.tick_params(labelsize=7)
     if title:
         figure.suptitle(title, fontsize=9)
     figure.savefig(path, dpi=110)

@@ -9,7 +9,8 @@ and keeps every other line, the scripts' own progress lines included.
 TensorFlow's own INFO log records (checkpoint sharding timings, SavedModel
 fingerprints, ...) are dropped; its warnings and errors are kept.
 `--verbose` (or the environment variable `LRLC_VERBOSE=1`, which also reaches
-child processes) keeps everything.
+child processes) keeps everything. `run(main)` replaces `absl.app.run`: help
+exits with status 0, Ctrl-C and SIGTERM end in one line.
 
 The script's own directory is on `sys.path` when it runs, which is how the
 scripts find this module; the package itself must not be imported before
@@ -48,6 +49,8 @@ NOISE_PATTERNS = tuple(re.compile(pattern) for pattern in (
 ))
 
 _TRUE = ("1", "true", "t", "yes", "y")
+# absl's flags that print help and exit (app.run defines them).
+HELP_FLAGS = ("help", "helpshort", "helpfull", "helpxml", "?")
 
 
 def is_noise(line):
@@ -68,6 +71,16 @@ def verbose_requested(argv=None, environ=None):
         elif arg.startswith("--verbose="):
             verbose = arg.split("=", 1)[1].strip().lower() in _TRUE
     return verbose
+
+
+def help_requested(argv):
+    """Whether the command line (before any '--') asks for help."""
+    for arg in argv[1:]:
+        if arg == "--":
+            break
+        if arg.startswith("-") and arg.lstrip("-").split("=", 1)[0] in HELP_FLAGS:
+            return True
+    return False
 
 
 @contextlib.contextmanager
@@ -140,7 +153,6 @@ INTERRUPTED_MESSAGE = (
     "Interrupted. Rerun the same command to resume: finished work is kept and "
     "training continues from its last checkpoint."
 )
-HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull")
 
 
 class Terminated(Exception):
@@ -172,7 +184,7 @@ def run(main, flags_parser=None):
       What was interrupted cleans up on the way out (a trainer releases its
       `model_dir` lock; its last checkpoint is intact).
     """
-    if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
+    if help_requested(sys.argv):
         flags.FLAGS.mark_as_parsed()
         print_help(sys.argv)
         sys.exit(0)

@@ -1,10 +1,14 @@
-"""Runs the paper's experiment grid and aggregates it into tables and plots.
+r"""Runs the paper's experiment grid and aggregates it into tables and plots.
 
 Every cell (layer type × block position × rank × seed) is a trainer run in
-`<output_dir>/<dataset>/<cell>`; finished cells are skipped, interrupted ones
-resume. The results (results.csv, results.json, results.md and
-accuracy_vs_rank_<dataset>.png) are written to `--results_dir` (default
-`--output_dir`).
+`<output_dir>/<dataset>/<cell>`; a cell in another precision than float32 has
+a suffix (`lrlc_pos2_rank4_seed0_bf16`). The data is checked once before any
+cell starts. Finished cells are skipped, interrupted ones resume: Ctrl-C or
+SIGTERM stops the grid and its workers (exit status 130 or 143), and the same
+command resumes it. A progress line after each cell gives the cells done and
+left, the time elapsed and an estimate of the time left. The results
+(results.csv, results.json, results.md and accuracy_vs_rank_<dataset>.png) are
+written to `--results_dir` (default `--output_dir`).
 
 Examples:
 
@@ -12,19 +16,34 @@ Examples:
     # CPU cores); it checks that everything runs, its numbers are no result.
     python scripts/reproduce_paper.py --preset=quick --output_dir=runs/quick
 
-    # The layer-position-2 MNIST grid of docs/results, on real MNIST (in a
-    # prepared TFDS data_dir; a first `scripts/train.py` run with
-    # --config.dataset.download=True puts it in ~/tensorflow_datasets).
+    # The MNIST grid of docs/results (layer position 2, its CPU-sized recipe),
+    # on real MNIST in a prepared TFDS data_dir; docs/results/README.md has
+    # its translated-MNIST and rank-16 commands too.
     python scripts/reproduce_paper.py --dataset=mnist \
-        --data_dir=$HOME/tensorflow_datasets --positions=2 \
-        --ranks=1,2,4,8 --seeds=0,1,2 --train_steps=600 --parallel=2 \
-        --output_dir=runs/paper --results_dir=docs/results
+        --data_dir=$HOME/tensorflow_datasets --positions=2 --ranks=1,2,4,8 \
+        --seeds=0,1,2 --num_filters=32,32,32 --learning_rate=0.03 \
+        --train_steps=250 --eval_every_steps=125 --parallel=2 \
+        --output_dir=runs/paper
 
-    # Cluster fan-out: task i of N runs every N-th cell, then aggregate once.
+    # The same grid in mixed bfloat16: its cells (..._bf16) sit beside the
+    # float32 ones, and the tables and plots keep the precisions apart.
+    python scripts/reproduce_paper.py --dataset=mnist \
+        --data_dir=$HOME/tensorflow_datasets --positions=2 --ranks=1,2,4,8 \
+        --seeds=0,1,2 --num_filters=32,32,32 --learning_rate=0.03 \
+        --train_steps=250 --eval_every_steps=125 --parallel=2 \
+        --mixed_precision=mixed_bfloat16 --output_dir=runs/paper
+
+    # Cluster fan-out: task i of N runs every N-th cell of a shared folder,
+    # then one aggregation.
     python scripts/reproduce_paper.py --dataset=cifar10 --num_shards=N \
-        --shard_index=i --output_dir=/shared/runs
+        --shard_index=i --output_dir=<shared folder>
     python scripts/reproduce_paper.py --dataset=cifar10 --aggregate_only \
-        --output_dir=/shared/runs
+        --output_dir=<shared folder>
+
+Exit status: 0 when every cell finished; 1 with a one-line `error:` message
+for invalid flags, missing data or a finished cell of another experiment in
+`--output_dir`, and 1 after the aggregation when a cell failed (its traceback
+is in its train.log); 130 / 143 when stopped by SIGINT / SIGTERM.
 """
 
 import sys
@@ -37,6 +56,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from low_rank_local_connectivity import data_provider
 from low_rank_local_connectivity import experiments
 
 _PRESET = flags.DEFINE_enum(
@@ -67,11 +87,23 @@ _LEARNING_RATE = flags.DEFINE_float(
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", None, "Overrides config.train.batch_size."
 )
+_MIXED_PRECISION = flags.DEFINE_enum(
+    "mixed_precision", None, tuple(experiments.PRECISION_SUFFIXES),
+    "Overrides config.train.mixed_precision (default: the recipe's, float32). "
+    "Cells of another precision are named with a suffix (_bf16, _fp16).",
+)
 _NUM_FILTERS = flags.DEFINE_list(
     "num_filters", None,
     "Filters of each block (default: the paper's 64,64,64).",
 )
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
+_DOWNLOAD = flags.DEFINE_bool(
+    "download", False,
+    "Let TFDS download and prepare missing data (once, before the cells start).",
+)
+_MANUAL_DIR = flags.DEFINE_string(
+    "manual_dir", None, "Folder with the dataset's original files (TFDS manual_dir)."
+)
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "Directory of the runs (one model_dir per cell)."
 )
@@ -96,47 +128,64 @@ def _ints(name, values):
         raise app.UsageError(f"--{name} expects integers, received {values}")
 
 
+def _grid():
+    return experiments.get_grid(
+        _DATASET.value, _PRESET.value,
+        layer_types=_LAYER_TYPES.value,
+        positions=_ints("positions", _POSITIONS.value),
+        ranks=_ints("ranks", _RANKS.value),
+        seeds=_ints("seeds", _SEEDS.value),
+        train_overrides={
+            field: flag.value
+            for field, flag in (
+                ("train_steps", _TRAIN_STEPS),
+                ("eval_every_steps", _EVAL_EVERY_STEPS),
+                ("optimizer.learning_rate", _LEARNING_RATE),
+                ("batch_size", _BATCH_SIZE),
+                ("mixed_precision", _MIXED_PRECISION),
+            )
+            if flag.value is not None
+        },
+        model_overrides=(
+            None if _NUM_FILTERS.value is None
+            else {"num_filters": _ints("num_filters", _NUM_FILTERS.value)}
+        ),
+    )
+
+
+def _run_grid():
+    """Runs the grid; the report, or exits with a one-line message."""
+    try:
+        return experiments.run_grid(
+            _grid(), _OUTPUT_DIR.value, data_dir=_DATA_DIR.value,
+            download=_DOWNLOAD.value, manual_dir=_MANUAL_DIR.value,
+            parallel=_PARALLEL.value, num_shards=_NUM_SHARDS.value,
+            shard_index=_SHARD_INDEX.value,
+        )
+    except experiments.GridInterrupted as interrupted:
+        print(interrupted, file=sys.stderr, flush=True)
+        sys.exit(interrupted.exit_status)
+    except data_provider.DataNotFoundError as error:
+        sys.exit(f"error: {' '.join(str(error.named_for('--')).split())}")
+    except (TypeError, ValueError) as error:
+        sys.exit(f"error: {' '.join(str(error).split())}")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     smoke_test = _PRESET.value == "quick"
     if smoke_test:
         print(experiments.SMOKE_TEST_NOTE, flush=True)
+    failed = {}
     if not _AGGREGATE_ONLY.value:
-        try:
-            grid = experiments.get_grid(
-                _DATASET.value, _PRESET.value,
-                layer_types=_LAYER_TYPES.value,
-                positions=_ints("positions", _POSITIONS.value),
-                ranks=_ints("ranks", _RANKS.value),
-                seeds=_ints("seeds", _SEEDS.value),
-                train_overrides={
-                    field: flag.value
-                    for field, flag in (
-                        ("train_steps", _TRAIN_STEPS),
-                        ("eval_every_steps", _EVAL_EVERY_STEPS),
-                        ("optimizer.learning_rate", _LEARNING_RATE),
-                        ("batch_size", _BATCH_SIZE),
-                    )
-                    if flag.value is not None
-                },
-                model_overrides=(
-                    None if _NUM_FILTERS.value is None
-                    else {"num_filters": _ints("num_filters", _NUM_FILTERS.value)}
-                ),
-            )
-            report = experiments.run_grid(
-                grid, _OUTPUT_DIR.value, data_dir=_DATA_DIR.value,
-                parallel=_PARALLEL.value, num_shards=_NUM_SHARDS.value,
-                shard_index=_SHARD_INDEX.value,
-            )
-        except (TypeError, ValueError) as error:
-            sys.exit(f"error: {error}")
+        report = _run_grid()
+        failed = report.failed
         logging.info(
             "Cells finished: %d, skipped (done before): %d, failed: %d.",
-            len(report.finished), len(report.skipped), len(report.failed),
+            len(report.finished), len(report.skipped), len(failed),
         )
-        for name, message in report.failed.items():
+        for name, message in failed.items():
             logging.error("Failed: %s: %s", name, message)
     try:
         results = experiments.aggregate(_OUTPUT_DIR.value, _RESULTS_DIR.value)
@@ -146,7 +195,7 @@ def main(argv):
         print(path)
     if smoke_test:
         print(experiments.SMOKE_TEST_NOTE)
-    if not _AGGREGATE_ONLY.value and report.failed:
+    if failed:
         sys.exit(1)
 
 

@@ -1,14 +1,14 @@
-"""Renders the combining weights of every LRLC layer of a trained model.
+r"""Renders the combining weights of every LRLC layer of a trained model.
 
 One PNG per LRLC layer in `--output_dir`: K heat maps (one per basis, shared
-colour scale); for input-dependent layers one row per example test image, the
-image first.
+and labelled colour scale, output rows and columns on the axes); for
+input-dependent layers one row per example test image, the image first.
 
 Example:
 
     python scripts/visualize_combining_weights.py \
         --model_dir=runs/paper/trans_mnist42/lrlc_input_dependent_pos2_rank4_seed0 \
-        --output_dir=docs/results/combining_weights --num_images=4
+        --output_dir=runs/paper/combining_weights --num_images=4
 """
 
 import sys

@@ -93,3 +93,17 @@ def test_scripts_are_quiet_unless_asked(tmp_path):
     assert verbose.returncode == 1 and line in verbose.stderr
     assert _CPP_LOG_LINE.search(verbose.stderr) or noise_lines(verbose.stderr), (
         verbose.stderr)
+
+
+@pytest.mark.parametrize("argv, requested", [
+    (["--help"], True),
+    (["--helpfull"], True),
+    (["-?"], True),
+    (["--helpshort"], True),
+    (["--output_dir=help"], False),
+    (["--", "--help"], False),
+    ([], False),
+])
+def test_help_requested(argv, requested):
+    assert _cli.help_requested(["script.py", *argv]) is requested
+

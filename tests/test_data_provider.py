@@ -10,6 +10,7 @@ the network.
 import hashlib
 import importlib.util
 import os
+import pickle
 import socket
 import time
 from unittest import mock
@@ -652,6 +653,20 @@ def test_offline_download_fails_at_once_and_writes_nothing(tmp_path, monkeypatch
     assert "1. --config.dataset.download=True (needs internet)" in str(
         error.value.named_for("--config.dataset.")
     )
+
+
+def test_data_not_found_error_pickles_with_its_option_names(tmp_path):
+    """It crosses process boundaries (e.g. from a grid worker) intact."""
+    with pytest.raises(data_provider.DataNotFoundError) as error:
+        data_provider.get_metadata("cifar10", data_dir=str(tmp_path / "empty"))
+    again = pickle.loads(pickle.dumps(error.value))
+    assert type(again) is data_provider.DataNotFoundError
+    assert str(again) == str(error.value)
+    assert "1. download=True (needs internet)" in str(again)
+    named = pickle.loads(pickle.dumps(again.named_for("--")))
+    assert str(named) == str(error.value.named_for("--"))
+    assert "1. --download=True (needs internet)" in str(named)
+    assert "3. --manual_dir=<folder>" in str(named.named_for("--"))
 
 
 def _tree(root):

@@ -3,6 +3,7 @@
 import os
 
 import keras
+import matplotlib.figure
 from matplotlib import image as mpimg
 import numpy as np
 import pytest
@@ -90,6 +91,26 @@ def test_plot_combining_weights_writes_decodable_pngs(tmp_path):
         visualization.plot_combining_weights(
             np.zeros((3, 2, 7, 6)), fixed, images=np.zeros((2, 9, 8, 1))
         )
+
+
+def test_maps_have_labelled_axes_and_colour_bar(tmp_path, monkeypatch):
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda figure, *args, **kwargs: saved.append(figure))
+    rng = np.random.default_rng(3)
+    visualization.plot_combining_weights(
+        rng.random((2, 3, 7, 6)), str(tmp_path / "x.png"), images=rng.random((2, 9, 8, 1))
+    )
+    (figure,) = saved
+    *panels, colour_bar = figure.axes
+    assert colour_bar.get_ylabel() == "combining weight a[i, j, k]"
+    grid = np.array(panels).reshape(2, 4)  # Per row: the image, then 3 bases.
+    assert [axis.get_title() for axis in grid[0]] == [
+        "input", "basis k = 1", "basis k = 2", "basis k = 3"]
+    assert all(axis.get_ylabel() == "row i" for axis in grid[:, 1])
+    assert all(axis.get_xlabel() == "column j" for axis in grid[-1, 1:])
+    assert all(len(axis.get_xticks()) == 0 for axis in grid[:, 0])  # The images.
+    assert all(len(axis.get_yticks()) > 0 for axis in grid[:, 1])
 
 
 def test_visualize_model_dir_after_training(tmp_path):

@@ -271,16 +271,20 @@ def get_config(preset=None):
     })
     config.train = _default_train_config()
     config.train.update_from_flattened_dict(
-        _flatten(_RECIPES[dataset]["train"])
+        flatten(_RECIPES[dataset]["train"])
     )
     return config
 
 
-def _flatten(nested, prefix=""):
+def flatten(nested, prefix=""):
+    """A nested dict as one dict with dotted keys ({'a': {'b': 1}} -> {'a.b': 1}).
+
+    The keys are those of `ConfigDict.update_from_flattened_dict`.
+    """
     flat = {}
     for key, value in nested.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

@@ -1,0 +1,422 @@
+"""Aggregation of finished grid cells: runs, summaries, selected ranks, tables.
+
+Hyperparameters are chosen on the validation split only: the training recipe
+is fixed per dataset, and the rank of each ranked layer type at each position is
+the one with the highest mean validation accuracy over seeds (`select_best_ranks`).
+The test accuracy is reported for every cell and for the selected ranks, never
+used to select anything.
+
+`aggregate` reads the `cell_result.json` files of an output directory and
+`write_results` writes `results.csv` (one row per run, `CSV_FIELDS`),
+`results.json` (runs, per-configuration summaries and the selected ranks),
+`results.md` (markdown tables: the paper's layout, layer types × positions, and
+every configuration) and one PNG per dataset of accuracy vs rank per position
+(`figures.plot_accuracy_vs_rank`). A configuration is a dataset, precision,
+layer type, position and rank; a dataset with runs in several precisions gets one
+section of tables per precision.
+
+The markdown table and the atomic writers are shared with `finetuning`.
+"""
+
+import collections
+import csv
+import io
+import json
+import math
+import os
+
+from low_rank_local_connectivity.experiments import figures
+from low_rank_local_connectivity.experiments import grid as grid_lib
+from low_rank_local_connectivity.experiments import stats
+from low_rank_local_connectivity.training import run_dir
+
+# What `runner.run_cell` writes in a cell's model_dir when the cell is finished.
+CELL_RESULT_FILE = "cell_result.json"
+RESULTS_CSV = "results.csv"
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+CSV_FIELDS = (
+    "dataset", "layer_type", "position", "rank", "seed", "precision",
+    "num_filters", "train_steps", "batch_size", "learning_rate",
+    "backend", "device", "cpu_count",
+    "num_parameters", "best_valid_step", "valid_accuracy", "test_accuracy",
+    "test_at_step", "train_seconds", "model_dir",
+)
+# What a row says for a cell_result.json written before cells recorded where
+# they ran: every earlier grid ran on TensorFlow, on CPUs.
+DEFAULT_BACKEND = "tensorflow"
+DEFAULT_DEVICE = "cpu"
+# The training recipe of a run; all runs of a configuration share it.
+RECIPE_FIELDS = ("num_filters", "train_steps", "batch_size", "learning_rate")
+
+
+def run_row(result, model_dir):
+    """The `CSV_FIELDS` row of a `cell_result.json`.
+
+    The precision, filters, batch size and learning rate come from the cell's
+    saved config (`train.mixed_precision`, `model.num_filters`,
+    `train.batch_size`, `train.optimizer.learning_rate`). Results written
+    before cells recorded their backend, device and CPU count say backend
+    'tensorflow' (`DEFAULT_BACKEND`), device 'cpu' (`DEFAULT_DEVICE`) and no
+    CPU count (None).
+
+    Args:
+        result: dict, a `cell_result.json`.
+        model_dir: str, the cell's model_dir relative to the output directory.
+    """
+    cell, config = result["cell"], result["config"]
+    train = config["train"]
+    return dict(
+        dataset=cell["dataset"],
+        layer_type=cell["layer_type"],
+        position=cell["position"],
+        rank=cell["rank"],
+        seed=cell["seed"],
+        precision=train["mixed_precision"],
+        num_filters=list(config["model"]["num_filters"]),
+        train_steps=result["train_steps"],
+        batch_size=train["batch_size"],
+        learning_rate=train["optimizer"]["learning_rate"],
+        backend=result.get("backend", DEFAULT_BACKEND),
+        device=result.get("device", DEFAULT_DEVICE),
+        cpu_count=result.get("cpu_count"),
+        num_parameters=result["num_parameters"],
+        best_valid_step=result["best_valid"]["step"],
+        valid_accuracy=result["best_valid"]["metrics"]["accuracy"],
+        test_accuracy=result["test"]["accuracy"],
+        test_at_step=result["test_at_step"],
+        train_seconds=result["train_seconds"],
+        model_dir=model_dir,
+    )
+
+
+def read_cell_result(model_dir):
+    """The `cell_result.json` of a model_dir, or None if the cell is unfinished."""
+    path = os.path.join(model_dir, CELL_RESULT_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def collect_runs(output_dir):
+    """One row per finished cell under `output_dir` (dicts with `CSV_FIELDS`).
+
+    Rows are sorted by dataset, precision, layer type (in `LAYER_TYPES`
+    order), position, rank and seed.
+    """
+    rows = []
+    for root, _, files in os.walk(output_dir):
+        if CELL_RESULT_FILE in files:
+            rows.append(run_row(
+                read_cell_result(root), os.path.relpath(root, output_dir)
+            ))
+    rows.sort(key=sort_key)
+    return rows
+
+
+def sort_key(row):
+    """Report order of runs and summaries."""
+    return (
+        row["dataset"], list(grid_lib.PRECISION_SUFFIXES).index(row["precision"]),
+        grid_lib.LAYER_TYPES.index(row["layer_type"]),
+        -1 if row["position"] is None else row["position"],
+        -1 if row["rank"] is None else row["rank"],
+        row.get("seed", -1),
+    )
+
+
+def _the_same(runs, field, what):
+    values = {json.dumps(run[field]) for run in runs}
+    if len(values) != 1:
+        first = runs[0]
+        raise ValueError(
+            f"Runs of {first['layer_type']} (position {first['position']}, rank "
+            f"{first['rank']}, {first['precision']}) on {first['dataset']} have "
+            f"different {what}: {sorted(values)}"
+        )
+    return runs[0][field]
+
+
+def summarize(rows):
+    """Groups runs over seeds: one summary per configuration.
+
+    A configuration is (dataset, precision, layer type, position, rank).
+
+    Args:
+        rows: run rows (see `collect_runs`).
+
+    Returns:
+        List of dicts with dataset, precision, layer_type, position, rank,
+        the recipe (`RECIPE_FIELDS`), num_seeds, seeds, num_parameters,
+        valid_mean, valid_se, test_mean, test_se (in `sort_key` order).
+
+    Raises:
+        ValueError: if runs of one configuration have different parameter
+            counts or recipes.
+    """
+    groups = collections.defaultdict(list)
+    for row in rows:
+        key = (row["dataset"], row["precision"], row["layer_type"],
+               row["position"], row["rank"])
+        groups[key].append(row)
+    summaries = []
+    for (dataset, precision, layer_type, position, rank), runs in groups.items():
+        valid_mean, valid_se = stats.mean_and_standard_error(
+            [run["valid_accuracy"] for run in runs]
+        )
+        test_mean, test_se = stats.mean_and_standard_error(
+            [run["test_accuracy"] for run in runs]
+        )
+        summaries.append(dict(
+            dataset=dataset, precision=precision, layer_type=layer_type,
+            position=position, rank=rank,
+            **{field: _the_same(runs, field, f"`{field}` values")
+               for field in RECIPE_FIELDS},
+            num_seeds=len(runs),
+            seeds=sorted(run["seed"] for run in runs),
+            num_parameters=_the_same(runs, "num_parameters", "parameter counts"),
+            valid_mean=valid_mean, valid_se=valid_se,
+            test_mean=test_mean, test_se=test_se,
+        ))
+    summaries.sort(key=sort_key)
+    return summaries
+
+
+def select_best_ranks(summaries):
+    """Chooses the rank of each ranked layer type and position on validation.
+
+    Args:
+        summaries: output of `summarize`.
+
+    Returns:
+        List of the summaries kept for the paper-style table: every unranked
+        configuration, and for each (dataset, precision, ranked layer type,
+        position) the rank with the highest mean validation accuracy (ties:
+        the smaller rank). Test accuracy plays no part in the choice.
+    """
+    best = {}
+    for summary in summaries:
+        key = (summary["dataset"], summary["precision"], summary["layer_type"],
+               summary["position"])
+        current = best.get(key)
+        if current is None or summary["valid_mean"] > current["valid_mean"]:
+            best[key] = summary
+    return sorted(best.values(), key=sort_key)
+
+
+def markdown_table(header, lines):
+    """A markdown table of a header and rows of cells (str() of each)."""
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(cell) for cell in line) + " |" for line in lines]
+    return "\n".join(out)
+
+
+def precisions_of(summaries, dataset):
+    """The precisions of a dataset's summaries, in report order."""
+    found = {s["precision"] for s in summaries if s["dataset"] == dataset}
+    return [p for p in grid_lib.PRECISION_SUFFIXES if p in found]
+
+
+def _configurations(summaries, dataset, precision):
+    """The summaries of one dataset and precision (None: its only one)."""
+    if precision is None:
+        precisions = precisions_of(summaries, dataset)
+        if len(precisions) > 1:
+            raise ValueError(
+                f"Invalid value for argument `precision`: dataset {dataset!r} has "
+                f"runs in several precisions {precisions}; name one. Received: None"
+            )
+        precision = precisions[0] if precisions else None
+    return [s for s in summaries
+            if s["dataset"] == dataset and s["precision"] == precision]
+
+
+def paper_table(selected, dataset, precision=None):
+    """Markdown table in the paper's layout for one dataset and precision.
+
+    Rows are layer types, columns block positions; an entry is the test
+    accuracy (%) mean ± standard error over seeds at the best-validation
+    checkpoint, the validation-selected rank as `K=...` and the trainable
+    parameter count. Position-independent layer types repeat their value in
+    every column.
+
+    Args:
+        selected: output of `select_best_ranks`.
+        dataset: str.
+        precision: str, or None for the dataset's only precision.
+
+    Returns:
+        The markdown table (str), or '' when there are no runs of `dataset`.
+
+    Raises:
+        ValueError: if `precision` is None and the dataset has several.
+    """
+    rows = _configurations(selected, dataset, precision)
+    if not rows:
+        return ""
+    positions = sorted({s["position"] for s in rows if s["position"] is not None})
+    if not positions:
+        positions = [None]
+    header = ["Layer"] + [
+        "any position" if p is None else f"position {p}" for p in positions
+    ]
+    lines = []
+    for layer_type in grid_lib.LAYER_TYPES:
+        entries = {s["position"]: s for s in rows if s["layer_type"] == layer_type}
+        if not entries:
+            continue
+        line = [grid_lib.LAYER_LABELS[layer_type]]
+        for position in positions:
+            summary = entries.get(position, entries.get(None))
+            if summary is None:
+                line.append("—")
+                continue
+            text = stats.format_accuracy(summary["test_mean"], summary["test_se"])
+            if summary["rank"] is not None:
+                text += f" (K={summary['rank']})"
+            line.append(f"{text}<br>{summary['num_parameters']:,} params")
+        lines.append(line)
+    return markdown_table(header, lines)
+
+
+def full_table(summaries, dataset, precision=None):
+    """Markdown table of every configuration of one dataset and precision.
+
+    Returns '' when there is none; `precision` as in `paper_table`.
+    """
+    rows = _configurations(summaries, dataset, precision)
+    if not rows:
+        return ""
+    header = [
+        "Layer", "Position", "Rank", "Test acc. (%)", "Valid acc. (%)",
+        "Params", "Seeds",
+    ]
+    lines = [
+        [
+            grid_lib.LAYER_LABELS[s["layer_type"]],
+            "any" if s["position"] is None else s["position"],
+            "—" if s["rank"] is None else s["rank"],
+            stats.format_accuracy(s["test_mean"], s["test_se"]),
+            stats.format_accuracy(s["valid_mean"], s["valid_se"]),
+            f"{s['num_parameters']:,}",
+            s["num_seeds"],
+        ]
+        for s in rows
+    ]
+    return markdown_table(header, lines)
+
+
+def render_markdown(summaries, selected):
+    """The results.md text: per dataset (and precision, where it has several),
+    the paper-style and the full table."""
+    parts = []
+    for dataset in sorted({s["dataset"] for s in summaries}):
+        smoke = dataset in grid_lib.SMOKE_TEST_DATASETS
+        precisions = precisions_of(summaries, dataset)
+        for precision in precisions:
+            heading = dataset if len(precisions) == 1 else f"{dataset}, {precision}"
+            parts += [
+                f"## {heading}" + (" (smoke test, not a result)" if smoke else ""),
+                "",
+                *([grid_lib.SMOKE_TEST_NOTE, ""] if smoke else []),
+                "Test accuracy (%) at the best-validation checkpoint, mean ± "
+                "standard error over seeds; ranks (K) chosen on validation "
+                "accuracy.",
+                "",
+                paper_table(selected, dataset, precision),
+                "",
+                "All configurations:",
+                "",
+                full_table(summaries, dataset, precision),
+                "",
+            ]
+    return "\n".join(parts)
+
+
+def json_safe(summaries):
+    """The summaries with NaN (one-seed) standard errors as null."""
+    return [
+        {k: None if isinstance(v, float) and math.isnan(v) else v
+         for k, v in s.items()}
+        for s in summaries
+    ]
+
+
+def write_text(path, text):
+    """Writes a file atomically (the trainer's writer); returns `path`."""
+    return run_dir.atomic_write_text(path, text)
+
+
+def write_json(path, value):
+    """Writes indented JSON atomically; returns `path`."""
+    return write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def _csv_value(field, value):
+    if value is None:
+        return ""
+    if field == "num_filters":
+        return ",".join(str(filters) for filters in value)
+    return value
+
+
+def write_results(rows, results_dir):
+    """Writes results.csv, results.json, results.md and the rank plots of runs.
+
+    Args:
+        rows: run rows (`collect_runs`, or the 'runs' of a results.json).
+        results_dir: str, created if needed.
+
+    Returns:
+        dict with 'runs', 'summaries', 'selected' and 'files' (paths written).
+        In results.csv `num_filters` is written like the `--num_filters` flag
+        ('32,32,32') and None as an empty field.
+
+    Raises:
+        ValueError: as `summarize`.
+    """
+    rows = sorted(rows, key=sort_key)
+    summaries = summarize(rows)
+    selected = select_best_ranks(summaries)
+    os.makedirs(results_dir, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(k, row[k]) for k in CSV_FIELDS})
+    files = [
+        write_text(os.path.join(results_dir, RESULTS_CSV), buffer.getvalue()),
+        write_json(os.path.join(results_dir, RESULTS_JSON), dict(
+            runs=rows, summaries=json_safe(summaries), selected=json_safe(selected),
+        )),
+        write_text(os.path.join(results_dir, RESULTS_MD),
+                   render_markdown(summaries, selected)),
+    ]
+    for dataset in sorted({row["dataset"] for row in rows}):
+        path = os.path.join(results_dir, f"accuracy_vs_rank_{dataset}.png")
+        if figures.plot_accuracy_vs_rank(summaries, dataset, path):
+            files.append(path)
+    return dict(runs=rows, summaries=summaries, selected=selected, files=files)
+
+
+def aggregate(output_dir, results_dir=None):
+    """Reads the finished cells of `output_dir` and writes the results there.
+
+    Args:
+        output_dir: str, the `run_grid` output directory to read.
+        results_dir: str, where to write (default: `output_dir`).
+
+    Returns:
+        As `write_results`.
+
+    Raises:
+        ValueError: if `output_dir` holds no finished cell, or as `summarize`.
+    """
+    rows = collect_runs(output_dir)
+    if not rows:
+        raise ValueError(
+            f"Invalid value for argument `output_dir`: no {CELL_RESULT_FILE} "
+            f"found under {output_dir!r}."
+        )
+    return write_results(rows, results_dir or output_dir)

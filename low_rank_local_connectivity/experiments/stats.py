@@ -1,0 +1,34 @@
+"""Mean ± standard error over seeds: computed, and written as in the tables.
+
+Shared by the grid's report and figures and by `finetuning`.
+"""
+
+import math
+
+import numpy as np
+
+
+def mean_and_standard_error(values):
+    """Mean and standard error of the mean (sample std / sqrt(n)).
+
+    Args:
+        values: non-empty sequence of floats.
+
+    Returns:
+        (mean, standard error); the standard error is NaN for one value.
+
+    Raises:
+        ValueError: if `values` is empty.
+    """
+    values = np.asarray(values, np.float64)
+    if values.size == 0:
+        raise ValueError("Invalid value for argument `values`: it is empty.")
+    if values.size == 1:
+        return float(values[0]), math.nan
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
+
+
+def format_accuracy(mean, se):
+    """'97.95 ± 0.10': an accuracy and its standard error in %, or the mean alone."""
+    text = f"{100 * mean:.2f}"
+    return text if math.isnan(se) else f"{text} ± {100 * se:.2f}"
