@@ -3,7 +3,7 @@
 import pytest
 
 from low_rank_local_connectivity import experiments
-from low_rank_local_connectivity import trainer
+from low_rank_local_connectivity import training
 from low_rank_local_connectivity import training
 
 
@@ -76,7 +76,7 @@ def test_cell_config_places_layer_rank_and_data():
     config = experiments.cell_config(
         cell, grid, data_dir="/data", download=True, manual_dir="/originals"
     )
-    trainer.validate_config(config)
+    training.validate_config(config)
     assert config.seed == 2
     assert config.dataset.name == "trans_mnist42"
     assert config.dataset.data_dir == "/data"
