@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import data
 from low_rank_local_connectivity import layers
 from low_rank_local_connectivity import trainer
 from low_rank_local_connectivity import training
@@ -227,8 +227,8 @@ def test_model_dir_files(small_run):
 def test_masked_evaluation_counts_exactly_the_real_examples(small_run):
     run, _, _ = small_run
     assert 1000 % run.config.train.eval_batch_size != 0  # padding does happen
-    images, labels, mask = next(iter(data_provider.make_dataset(
-        "mnist_small", "valid", batch_size=1000, is_training=False
+    images, labels, mask = next(iter(data.resolve("mnist_small").make_dataset(
+        "valid", batch_size=1000, is_training=False
     )))
     assert float(tf.reduce_sum(mask)) == 1000
     logits = run.model(images, training=False).numpy().astype(np.float64)
@@ -248,7 +248,7 @@ def test_masked_evaluation_counts_exactly_the_real_examples(small_run):
 def test_top5_accuracy_with_more_than_ten_classes(tmp_path, monkeypatch):
     # A 20-class relabelling of the embedded MNIST: label' = 2 * label + (a
     # centre pixel is ink): more than 10 classes occur.
-    get_metadata = data_provider.get_metadata
+    resolve_config = data.resolve_config
 
     def relabel(images, labels, mask):
         ink = tf.cast(images[:, 14, 14, 0] > 0, tf.int32)
@@ -258,12 +258,17 @@ def test_top5_accuracy_with_more_than_ten_classes(tmp_path, monkeypatch):
         def transform_dataset(self, split, dataset):
             return dataset.map(relabel)
 
-    monkeypatch.setattr(data_provider, "get_metadata", lambda *a, **k: dataclasses.replace(
-        get_metadata(*a, **k), num_classes=20, class_names=tuple(map(str, range(20)))))
+    def relabelled(dataset_config):
+        dataset = resolve_config(dataset_config)
+        dataset.metadata = dataclasses.replace(
+            dataset.metadata, num_classes=20, class_names=tuple(map(str, range(20))))
+        return dataset
+
+    monkeypatch.setattr(data, "resolve_config", relabelled)
     run = training.Trainer(_config(**_tiny_overrides()), str(tmp_path), hooks=[Relabel()])
     metrics = run.evaluate("valid")
-    images, labels, _ = next(iter(data_provider.make_dataset(
-        "mnist_small", "valid", batch_size=1000, is_training=False).map(relabel)))
+    images, labels, _ = next(iter(data.resolve("mnist_small").make_dataset(
+        "valid", batch_size=1000, is_training=False).map(relabel)))
     logits = run.model(images, training=False).numpy()
     labels = labels.numpy()
     assert logits.shape == (1000, 20) and len(set(labels)) > 10

@@ -118,12 +118,12 @@ def _child_main(spec):
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * spec["logical_cpus"]
         )
-    from low_rank_local_connectivity import data_provider
+    from low_rank_local_connectivity import data
     from low_rank_local_connectivity import training
 
     try:
         fi.run_child(spec)
-    except (TypeError, ValueError, data_provider.DataNotFoundError,
+    except (TypeError, ValueError, data.DataNotFoundError,
             training.TrainerError) as error:
         sys.exit(f"error: {' '.join(str(error).split())}")
 

@@ -139,7 +139,7 @@ def resolve_model_config(config, metadata):
 
     Args:
         config: experiment ConfigDict (modified in place).
-        metadata: `data_provider.DatasetMetadata`.
+        metadata: `data.DatasetMetadata`.
 
     Raises:
         ValueError: if a given `input_shape` or `num_classes` differs from
@@ -169,7 +169,7 @@ def build_model(config, metadata, init_from=None):
     Args:
         config: experiment ConfigDict; `num_classes` / `input_shape` of its
             model section are filled from `metadata` when None.
-        metadata: `data_provider.DatasetMetadata`.
+        metadata: `data.DatasetMetadata`.
         init_from: optional mapping with `model_dir` and `checkpoint` (see
             `run_dir.checkpoint_path`): the model is initialised from that
             run's checkpoint, before `model.convert` converts it.

@@ -4,7 +4,7 @@ import contextlib
 
 import tensorflow as tf
 
-from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import data
 from low_rank_local_connectivity.training import errors
 
 
@@ -18,25 +18,20 @@ class Inputs:
         transform: optional function `(split, dataset) -> dataset` applied to
             every batched pipeline before it is positioned and distributed
             (`Hook.transform_dataset`).
+
+    Attributes:
+        options: the run's `data.ResolvedDataset`.
     """
 
     def __init__(self, config, strategy, transform=None):
-        self.options = data_provider.DatasetOptions.from_config(config.dataset)
+        self.options = data.resolve_config(config.dataset)
         self._config = config
         self._strategy = strategy
         self._transform = transform or (lambda split, dataset: dataset)
 
     def check_files(self):
         """Raises `DataNotFoundError` when a split's files are missing."""
-        for split in data_provider.SPLITS:
-            missing = self.options.find_unreadable_files(split, read_records=False)
-            if missing:
-                raise data_provider.DataNotFoundError(
-                    f"Split {split!r} of dataset {self.options.name!r} is missing "
-                    f"files: {', '.join(path for path, _ in missing)}. Prepare "
-                    "the dataset again (delete its folder, then `tfds build` "
-                    "or download=True)."
-                )
+        self.options.check_files()
 
     def distributed(self, split, start_step=0, one_batch_in_memory=False):
         """The distributed input pipeline of a split.

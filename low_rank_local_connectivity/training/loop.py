@@ -66,7 +66,7 @@ class Trainer:
     Attributes:
         config: the resolved config (model `num_classes` / `input_shape`
             filled in).
-        metadata: `data_provider.DatasetMetadata`.
+        metadata: `data.DatasetMetadata`.
         strategy, model, optimizer: the objects in use.
         is_chief: bool, whether this worker writes the shared files.
         step: int, the number of training steps done.
@@ -104,7 +104,7 @@ class Trainer:
         self._inputs = inputs.Inputs(
             self.config, self.strategy, self.hooks.transform_dataset
         )
-        self.metadata = self._inputs.options.get_metadata()
+        self.metadata = self._inputs.options.metadata
         self._inputs.check_files()
         self.is_chief = distribution.is_chief(self.strategy)
         self._run_dir = run_dir.RunDirectory(self.model_dir)

@@ -114,7 +114,7 @@ class RunDirectory:
         )
 
     def write_metadata(self, metadata):
-        """Writes `metadata.json` from a `data_provider.DatasetMetadata`."""
+        """Writes `metadata.json` from a `data.DatasetMetadata`."""
         atomic_write_text(
             self.path(METADATA_FILE),
             json.dumps(dataclasses.asdict(metadata), indent=2),
