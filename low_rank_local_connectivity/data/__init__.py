@@ -48,7 +48,7 @@ Dataset names (docs/design.md §4):
   to `image_size`×`image_size` when given.
 
 Datasets in memory ('mnist_small', '.npz', 'mnist' with `idx_dir`, and their
-'trans_' forms) serve both paths; TFDS datasets serve tf.data only. Importing
+translated forms) serve both paths; TFDS datasets serve tf.data only. Importing
 this package and the NumPy path import neither TensorFlow nor TFDS.
 """
 

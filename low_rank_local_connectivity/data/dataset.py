@@ -114,6 +114,14 @@ class ResolvedDataset:
 
     @functools.cached_property
     def metadata(self):
+        """The `DatasetMetadata`; the first access locates the data.
+
+        Raises:
+            DataNotFoundError: if the data is missing and may not, or could
+                not, be downloaded.
+            ValueError: if the options do not fit the data (e.g. a canvas
+                smaller than the images).
+        """
         class_names = tuple(self._full_spec.class_names or self._source.class_names)
         return DatasetMetadata(
             name=self.name,
@@ -152,6 +160,8 @@ class ResolvedDataset:
 
     def arrays(self, split):
         """The raw split of a dataset in memory: uint8 (N, h, w, C), int32 (N,).
+
+        The arrays are read-only and shared by every caller.
 
         Raises:
             ValueError: for a split that is not one of `SPLITS`, or a dataset

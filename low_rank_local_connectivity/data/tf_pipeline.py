@@ -15,7 +15,7 @@ from low_rank_local_connectivity.data import preprocessing
 
 def array_records(images, labels):
     """Dataset of (uint8 image, int32 label) records from in-memory arrays."""
-    return tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+    return tf.data.Dataset.from_tensor_slices((images, labels))
 
 
 def _pad_batch(images, labels, masks, batch_size):

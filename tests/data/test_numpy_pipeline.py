@@ -19,6 +19,7 @@ from conftest import SHARED_IDX_DIR
 from low_rank_local_connectivity import data
 from low_rank_local_connectivity.data import array_sources
 from low_rank_local_connectivity.data import names
+from low_rank_local_connectivity.data import numpy_pipeline
 
 _SIZES = {"train": 1000, "valid": 300, "test": 250}
 
@@ -153,6 +154,16 @@ def test_translated_canvases_have_the_tf_distribution():
     other, _, _ = data_testing.collect(
         dataset.numpy_batches("test", batch_size=500, is_training=False, seed=4))
     assert not np.any(other[:, 0, 0, 0] == canvases[:, 0, 0, 0])  # Always noise.
+
+
+@pytest.mark.parametrize("canvas_size", [28, 20])
+def test_numpy_canvas_rejects_a_small_canvas(canvas_size):
+    with pytest.raises(ValueError, match=r"`canvas_size`. Expected an int larger "
+                       rf"than the image's height and width \(28, 28\). "
+                       rf"Received: {canvas_size}"):
+        numpy_pipeline.translate_to_canvas(
+            np.zeros((28, 28, 1), np.float32), canvas_size, np.random.default_rng(0)
+        )
 
 
 def test_tfds_datasets_have_no_numpy_path():
