@@ -19,7 +19,7 @@ setuptools.setup(
     license="Apache 2.0",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["low_rank_local_connectivity*"]),
-    package_data={"low_rank_local_connectivity": ["data/*.npz"]},
+    package_data={"low_rank_local_connectivity.data": ["*.npz"]},
     install_requires=[
         # Lower bounds are the versions the test suite was run with.
         "tensorflow>=2.21.0",

@@ -7,7 +7,7 @@ The SavedModel has one serving signature, 'serving_default':
 - outputs `probabilities` (float32 (batch, num_classes), softmax) and
   `classes` (int32 (batch,), arg-max).
 
-The dataset's pixel scaling (`data_provider.preprocess_serving_images`) runs
+The dataset's pixel scaling (`data.ResolvedDataset.serving_preprocess`) runs
 inside the signature, so a client sends raw pixels and needs neither this
 package nor Keras: `tf.saved_model.load(path).signatures['serving_default']`.
 The signature refuses other inputs: a wrong dtype or rank, or another image
@@ -30,7 +30,7 @@ import time
 
 import tensorflow as tf
 
-from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import data
 from low_rank_local_connectivity.training import lock
 from low_rank_local_connectivity.training import runs
 
@@ -46,15 +46,7 @@ class _ServingModule(tf.Module):
     def __init__(self, model, dataset_config, image_shape):
         super().__init__()
         self.model = model
-        preprocessing = dict(
-            translate_to=dataset_config.get("translate_to"),
-            image_size=dataset_config.get("image_size"),
-            value_range=(
-                None if dataset_config.get("value_range") is None
-                else tuple(dataset_config.value_range)
-            ),
-        )
-        name = dataset_config.name
+        dataset = data.resolve_config(dataset_config)
 
         image_shape = tuple(int(d) for d in image_shape)
         dims = ", ".join(map(str, image_shape))
@@ -77,9 +69,7 @@ class _ServingModule(tf.Module):
             )
             with tf.control_dependencies([check]):
                 images = tf.identity(images)
-            inputs = data_provider.preprocess_serving_images(
-                name, images, **preprocessing
-            )
+            inputs = dataset.serving_preprocess(images)
             logits = tf.cast(self.model(inputs, training=False), tf.float32)
             return {
                 "probabilities": tf.nn.softmax(logits),

@@ -6,7 +6,7 @@ draws every LRLC layer's combining weights with `visualization`.
 
 import os
 
-from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import data
 from low_rank_local_connectivity import training
 from low_rank_local_connectivity import visualization
 
@@ -27,7 +27,7 @@ def example_images(config, num_images=4, split="test"):
             "Invalid value for argument `num_images`. Expected a positive "
             f"integer. Received: {num_images!r}"
         )
-    batches = data_provider.DatasetOptions.from_config(config.dataset).make_dataset(
+    batches = data.resolve_config(config.dataset).make_dataset(
         split, batch_size=num_images, is_training=False, seed=config.get("seed"),
     )
     images, _, _ = next(iter(batches))

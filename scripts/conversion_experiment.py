@@ -29,7 +29,7 @@ _cli.start()
 from absl import app
 from absl import flags
 
-from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import data
 from low_rank_local_connectivity import finetuning
 from low_rank_local_connectivity import training
 from low_rank_local_connectivity.configs import experiment
@@ -84,7 +84,7 @@ def main(argv):
             rows, _RESULTS_DIR.value or _OUTPUT_DIR.value, settings
         )
     except (
-        TypeError, ValueError, data_provider.DataNotFoundError,
+        TypeError, ValueError, data.DataNotFoundError,
         training.TrainerError,
     ) as error:
         sys.exit(f"error: {' '.join(str(error).split())}")

@@ -25,7 +25,7 @@ _cli.start()
 from absl import app
 from absl import flags
 
-from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import data
 from low_rank_local_connectivity import finetuning
 from low_rank_local_connectivity import layers
 from low_rank_local_connectivity import training
@@ -86,7 +86,7 @@ def main(argv):
         )
         results = training.train_and_evaluate(config, _MODEL_DIR.value)
     except (
-        TypeError, ValueError, data_provider.DataNotFoundError,
+        TypeError, ValueError, data.DataNotFoundError,
         training.TrainerError,
     ) as error:
         sys.exit(f"error: {' '.join(str(error).split())}")

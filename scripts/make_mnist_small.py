@@ -34,7 +34,6 @@ does not hold MNIST.
 import hashlib
 import pathlib
 import sys
-import zipfile
 
 import _cli  # Before anything imports TensorFlow.
 
@@ -45,7 +44,8 @@ from absl import flags
 import numpy as np
 import tensorflow_datasets as tfds
 
-from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import data
+from low_rank_local_connectivity.data import array_sources
 
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -96,25 +96,6 @@ def select_balanced(labels, per_class, rng):
     return rng.permutation(np.concatenate(chosen)).astype(np.int64)
 
 
-def write_npz_deterministic(path, arrays):
-    """Writes `arrays` as a compressed .npz whose bytes depend only on the data.
-
-    `np.savez_compressed` stamps the current time into the zip entries; this writes
-    the same format with a fixed timestamp and a fixed entry order.
-
-    Args:
-        path: output path.
-        arrays: dict of name -> np.ndarray.
-    """
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name in sorted(arrays):
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            with archive.open(info, "w") as entry:
-                np.lib.format.write_array(entry, arrays[name], allow_pickle=False)
-
-
 def build_arrays(tfds_data_dir, seed):
     """Returns the arrays of 'mnist_small' (see the module docstring).
 
@@ -151,13 +132,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     try:
-        data_provider.get_metadata("mnist", data_dir=_TFDS_DATA_DIR.value)
-    except data_provider.DataNotFoundError as error:
+        data.resolve("mnist", data_dir=_TFDS_DATA_DIR.value).check_files()
+    except data.DataNotFoundError as error:
         sys.exit(f"error: {' '.join(str(error).split())}")
     arrays = build_arrays(_TFDS_DATA_DIR.value, _SEED.value)
     output = pathlib.Path(_OUTPUT.value)
     output.parent.mkdir(parents=True, exist_ok=True)
-    write_npz_deterministic(output, arrays)
+    array_sources.write_npz(output, arrays)
     digest = hashlib.sha256(output.read_bytes()).hexdigest()
     print(f"wrote {output} ({output.stat().st_size} bytes)")
     print(f"sha256 {digest}")

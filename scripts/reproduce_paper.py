@@ -56,7 +56,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import data
 from low_rank_local_connectivity import experiments
 
 _PRESET = flags.DEFINE_enum(
@@ -165,7 +165,7 @@ def _run_grid():
     except experiments.GridInterrupted as interrupted:
         print(interrupted, file=sys.stderr, flush=True)
         sys.exit(interrupted.exit_status)
-    except data_provider.DataNotFoundError as error:
+    except data.DataNotFoundError as error:
         sys.exit(f"error: {' '.join(str(error.named_for('--')).split())}")
     except (TypeError, ValueError) as error:
         sys.exit(f"error: {' '.join(str(error).split())}")

@@ -29,7 +29,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import data
 from low_rank_local_connectivity import training
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -87,7 +87,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     try:
         training.train_and_evaluate(_CONFIG.value, _MODEL_DIR.value)
-    except data_provider.DataNotFoundError as error:
+    except data.DataNotFoundError as error:
         sys.exit(f"error: {' '.join(str(error.named_for('--config.dataset.')).split())}")
     except (TypeError, ValueError, training.TrainerError) as error:
         sys.exit(f"error: {' '.join(str(error).split())}")

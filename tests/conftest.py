@@ -1,7 +1,8 @@
 """Shared pytest fixtures.
 
 `../shared/data` (beside the repository) holds the real MNIST used by a few tests in
-CI. Users' clones do not have it: those tests skip with the reason below. The
+CI: a prepared TFDS data_dir (`tensorflow_datasets/mnist`) and the idx files
+(`mnist_idx`). Users' clones do not have it: those tests skip with the reason below. The
 location can be overridden with the `LRLC_SHARED_DATA` environment variable.
 """
 
@@ -18,6 +19,7 @@ SHARED_DATA_DIR = pathlib.Path(
     os.environ.get("LRLC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")
 )
 SHARED_TFDS_DIR = SHARED_DATA_DIR / "tensorflow_datasets"
+SHARED_IDX_DIR = SHARED_DATA_DIR / "mnist_idx"
 
 # What TensorFlow, TFDS and absl print without the scripts' quiet start-up, on a
 # CPU-only machine (independent of `scripts/_cli.py`, which removes them).
@@ -40,13 +42,25 @@ def noise_lines(text):
             if any(noise in line for noise in KNOWN_NOISE)]
 
 
+def _shared(folder, marker, what):
+    """`folder` as a str when it holds `marker`; else skips the test."""
+    path = folder / marker
+    if not path.exists():
+        pytest.skip(
+            f"{what} not found at {path} (it exists only in the project's CI "
+            "workspace; set LRLC_SHARED_DATA to a folder that has "
+            f"{path.relative_to(SHARED_DATA_DIR)} to run this test)"
+        )
+    return str(folder)
+
+
 @pytest.fixture
 def shared_tfds_dir():
     """Path of the prepared TFDS data_dir with real MNIST; skips when absent."""
-    if not (SHARED_TFDS_DIR / "mnist").is_dir():
-        pytest.skip(
-            f"real MNIST not found at {SHARED_TFDS_DIR}/mnist (it exists only in the "
-            "project's CI workspace; set LRLC_SHARED_DATA to a folder that has "
-            "tensorflow_datasets/mnist to run this test)"
-        )
-    return str(SHARED_TFDS_DIR)
+    return _shared(SHARED_TFDS_DIR, "mnist", "real MNIST")
+
+
+@pytest.fixture
+def shared_idx_dir():
+    """Path of the folder with real MNIST's idx files; skips when absent."""
+    return _shared(SHARED_IDX_DIR, "train-images-idx3-ubyte.gz", "real MNIST idx files")

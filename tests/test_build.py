@@ -34,7 +34,9 @@ def _targets():
 
 
 # The tools run as programs; every other file of `tools/` is a library.
-TOOL_PROGRAMS = {"tools/fault_campaign.py", "tools/make_layer_fixtures.py"}
+TOOL_PROGRAMS = {
+    "tools/derive_mnist_order.py", "tools/fault_campaign.py", "tools/make_layer_fixtures.py",
+}
 
 
 def _python_files(folder, pattern="*.py"):

@@ -3,7 +3,7 @@
 import ml_collections
 import pytest
 
-from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import data
 from low_rank_local_connectivity import models
 from low_rank_local_connectivity import training
 from low_rank_local_connectivity.configs import experiment
@@ -17,7 +17,7 @@ def test_presets_are_dataset_times_model_presets():
         for model in small
     } | {"imagenet2012_resnet50", "imagenet2012_resnet50_lrlc"}
     assert set(experiment.PRESETS) == expected
-    assert set(experiment.DATASETS) <= set(data_provider.DATASET_NAMES)
+    assert set(experiment.DATASETS) <= set(data.DATASET_NAMES)
 
 
 @pytest.mark.parametrize("preset", experiment.PRESETS)

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from low_rank_local_connectivity import convert
-from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import data
 from low_rank_local_connectivity import models
 from low_rank_local_connectivity.layers import LowRankLocallyConnected2D as LRLC
 from tests.layers.lrlc_testing import MODES
@@ -144,8 +144,8 @@ def test_parameter_count_of_a_converted_layer():
 
 
 def test_trained_network_keeps_its_predictions():
-    train = data_provider.make_dataset("mnist_small", "train", batch_size=64,
-                                       is_training=True, seed=0)
+    dataset = data.resolve("mnist_small")
+    train = dataset.make_dataset("train", batch_size=64, is_training=True, seed=0)
     keras.utils.set_random_seed(0)
     model = models.build_model(dict(
         models.get_model_config("conv"), num_classes=10, input_shape=(28, 28, 1),
@@ -154,8 +154,8 @@ def test_trained_network_keeps_its_predictions():
     model.compile(keras.optimizers.Adam(3e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(train.map(lambda x, y, mask: (x, y)).take(40), verbose=0, shuffle=False)
-    test_images = next(iter(data_provider.make_dataset(
-        "mnist_small", "test", batch_size=200, is_training=False)))[0].numpy()
+    test_images = next(iter(dataset.make_dataset(
+        "test", batch_size=200, is_training=False)))[0].numpy()
     converted = convert.to_lrlc(model, 2)
     assert len(_lrlc_layers(converted)) == 3
     _assert_same_function(model, converted, test_images)

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tests.conftest import REPO_ROOT
 from tests.conftest import noise_lines
-from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import data
 from low_rank_local_connectivity import export
 from low_rank_local_connectivity import training
 
@@ -164,10 +164,10 @@ def test_serving_function_refuses_wrong_inputs_in_one_line(exported, images, err
 def test_serving_function_serves_the_embedded_test_images(exported):
     _, model_dir, paths, _ = exported
     serve = export.load_serving_function(os.path.dirname(paths["metadata"]))
-    images, _ = data_provider.load_mnist_small("test")
+    images, _ = data.resolve("mnist_small").arrays("test")
     served = serve(images[:8])
     model, *_ = training.open_run(str(model_dir)).load_model()
-    expected = model(data_provider.preprocess_serving_images(
-        "mnist_small", tf.constant(images[:8])), training=False)
+    expected = model(data.resolve("mnist_small").serving_preprocess(
+        tf.constant(images[:8])), training=False)
     np.testing.assert_array_equal(served["classes"].numpy(),
                                   np.argmax(expected.numpy(), axis=1))

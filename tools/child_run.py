@@ -153,13 +153,13 @@ def main(argv):
             cpu, [tf.config.LogicalDeviceConfiguration()]
             * max(spec.get("logical_cpus", 1) for spec in specs)
         )
-    from low_rank_local_connectivity import data_provider
+    from low_rank_local_connectivity import data
     from low_rank_local_connectivity import training
 
     try:
         for spec in specs:
             run(spec)
-    except (TypeError, ValueError, data_provider.DataNotFoundError,
+    except (TypeError, ValueError, data.DataNotFoundError,
             training.TrainerError) as error:
         sys.exit(f"error: {' '.join(str(error).split())}")
 

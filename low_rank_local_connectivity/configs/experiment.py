@@ -16,10 +16,11 @@ after the colon is required:
 Layout (every field has one meaning; `trainer.validate_config` checks values):
 
 - `seed` (int): seeds model initialisation and the training data order.
-- `dataset`: `name` (a `data_provider` dataset), `data_dir` (TFDS data_dir or
+- `dataset`: `name` (a `data` dataset), `data_dir` (TFDS data_dir or
   None for the TFDS default), `download` (bool: let TFDS download and prepare),
-  `manual_dir` (TFDS manual_dir, ImageNet), `shuffle_buffer_size` (int), and
-  the optional preprocessing overrides of `data_provider.make_dataset`:
+  `manual_dir` (TFDS manual_dir, ImageNet), `idx_dir` (folder of MNIST's idx
+  files: 'mnist' is then read from them without TFDS), `shuffle_buffer_size`
+  (int), and the optional preprocessing overrides of `data.resolve`:
   `translate_to` (int: noise canvas side), `image_size` (int: resize),
   `value_range` ((lo, hi) pixel range); None keeps the dataset's default.
 - `model`: a `models.get_model_config(preset)` config (list fields as tuples,
@@ -258,6 +259,7 @@ def get_config(preset=None):
             data_dir=ml_collections.config_dict.placeholder(str),
             download=False,
             manual_dir=ml_collections.config_dict.placeholder(str),
+            idx_dir=ml_collections.config_dict.placeholder(str),
             shuffle_buffer_size=10_000,
             translate_to=ml_collections.config_dict.placeholder(int),
             image_size=ml_collections.config_dict.placeholder(int),

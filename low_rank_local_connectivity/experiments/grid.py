@@ -107,7 +107,7 @@ class Grid:
     """The experiment grid of one dataset.
 
     Attributes:
-        dataset: str, a `data_provider` dataset name (e.g. 'trans_mnist42').
+        dataset: str, a `data` dataset name (e.g. 'trans_mnist42').
         recipe: str, the `configs/experiment.py` dataset whose training recipe
             is used (e.g. 'mnist' for 'trans_mnist42').
         layer_types: tuple of `LAYER_TYPES`.

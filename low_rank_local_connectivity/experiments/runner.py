@@ -25,7 +25,7 @@ import keras
 import ml_collections
 import tensorflow as tf
 
-from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import data
 from low_rank_local_connectivity import training
 from low_rank_local_connectivity import validation
 from low_rank_local_connectivity.configs import experiment
@@ -130,8 +130,10 @@ def experiment_differences(saved, requested):
 
 
 def _check_data(config):
-    """Raises `data_provider.DataNotFoundError` unless the grid's data is there."""
-    data_provider.DatasetOptions.from_config(config.dataset).get_metadata()
+    """Raises `data.DataNotFoundError` unless the grid's data is there."""
+    dataset = data.resolve_config(config.dataset)
+    dataset.check_files()
+    dataset.metadata  # Locates the data (TFDS: prepared, or fails fast).
 
 
 def _train_cell(cell_fields, config_json, model_dir, num_threads):
@@ -262,7 +264,7 @@ def run_grid(grid, output_dir, *, data_dir=None, download=False, manual_dir=None
     Raises:
         ValueError: for invalid arguments, or a finished cell whose saved
             config describes another experiment.
-        data_provider.DataNotFoundError: if the data is missing and may not,
+        data.DataNotFoundError: if the data is missing and may not,
             or could not, be downloaded.
         GridInterrupted: on SIGINT or SIGTERM (received in the main thread);
             the workers are stopped first.

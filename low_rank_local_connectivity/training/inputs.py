@@ -4,7 +4,6 @@ import contextlib
 
 import tensorflow as tf
 
-from low_rank_local_connectivity import data_provider
 from low_rank_local_connectivity.training import errors
 
 
@@ -12,16 +11,20 @@ class Inputs:
     """Builds the distributed pipelines of the splits of a run.
 
     Args:
-        config: the experiment config (its `dataset`, `seed` and `train`
-            sections are read).
+        dataset: the run's `data.ResolvedDataset`.
+        config: the experiment config (its `seed` and `train` sections are
+            read).
         strategy: the `tf.distribute.Strategy` of the run.
         transform: optional function `(split, dataset) -> dataset` applied to
             every batched pipeline before it is positioned and distributed
-            (`Hook.transform_dataset`).
+            (the `input_transform` of `train_and_evaluate`).
+
+    Attributes:
+        options: the run's `data.ResolvedDataset`.
     """
 
-    def __init__(self, config, strategy, transform=None):
-        self.options = data_provider.DatasetOptions.from_config(config.dataset)
+    def __init__(self, dataset, config, strategy, transform=None):
+        self.options = dataset
         self._config = config
         self._strategy = strategy
         self._transform = transform or (lambda split, dataset: dataset)

@@ -9,7 +9,7 @@ controller the task's checkpoint manager and the callbacks, and runs it.
 
 import os
 
-from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import data
 from low_rank_local_connectivity.training import callbacks as callbacks_lib
 from low_rank_local_connectivity.training import checkpointing
 from low_rank_local_connectivity.training import config_checks
@@ -30,19 +30,11 @@ def _check_model_dir(model_dir):
 
 
 def _resolve_dataset(config):
-    """The dataset metadata of a config, after a fast check of its files."""
-    options = data_provider.DatasetOptions.from_config(config.dataset)
-    metadata = options.get_metadata()
-    for split in data_provider.SPLITS:
-        missing = options.find_unreadable_files(split, read_records=False)
-        if missing:
-            raise data_provider.DataNotFoundError(
-                f"Split {split!r} of dataset {options.name!r} is missing "
-                f"files: {', '.join(path for path, _ in missing)}. Prepare "
-                "the dataset again (delete its folder, then `tfds build` "
-                "or download=True)."
-            )
-    return metadata
+    """The `data.ResolvedDataset` of a config, located and its files checked."""
+    dataset = data.resolve_config(config.dataset)
+    dataset.metadata  # Locates the data (TFDS: prepared, or fails fast).
+    dataset.check_files()
+    return dataset
 
 
 def train_and_evaluate(config, model_dir, *, callbacks=(), progress=True,
@@ -82,14 +74,14 @@ def train_and_evaluate(config, model_dir, *, callbacks=(), progress=True,
     """
     config_checks.validate_config(config)
     model_dir = _check_model_dir(model_dir)
-    metadata = _resolve_dataset(config)
+    dataset = _resolve_dataset(config)
     init_from = config.get("init_from")
     if init_from is not None and checkpointing.checkpoint_candidates(
         run_dir.RunDirectory(model_dir).checkpoint_dir("latest")
     ):
         init_from = None  # A resumed run restores its own checkpoint.
     task = task_lib.create_task(
-        config, metadata, strategy=strategy, input_transform=input_transform,
+        config, dataset, strategy=strategy, input_transform=input_transform,
         init_from=init_from,
     )
     # The lock before the run's own checkpoint is read (Controller.run).

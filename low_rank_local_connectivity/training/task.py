@@ -30,6 +30,7 @@ import functools
 import keras
 import numpy as np
 
+from low_rank_local_connectivity import data
 from low_rank_local_connectivity import models
 
 # Top-5 accuracy is reported when there are more classes than this.
@@ -112,14 +113,14 @@ def count_parameters(model):
     return int(sum(np.prod(v.shape) for v in model.trainable_variables))
 
 
-def create_task(config, metadata=None, *, strategy=None, input_transform=None,
+def create_task(config, dataset=None, *, strategy=None, input_transform=None,
                 init_from=None):
     """The task of the Keras backend in use.
 
     Args:
         config: a validated experiment ConfigDict (copied, never modified).
-        metadata: the dataset's `DatasetMetadata` (default: read from the
-            dataset of `config.dataset`).
+        dataset: the run's `data.ResolvedDataset` (default: resolved from
+            `config.dataset`).
         strategy: optional `tf.distribute.Strategy` (TensorFlow).
         input_transform: optional function `(split, dataset) -> dataset`
             applied to every batched pipeline before it is positioned and
@@ -130,13 +131,21 @@ def create_task(config, metadata=None, *, strategy=None, input_transform=None,
     Returns:
         A task (see the module docstring).
     """
-    from low_rank_local_connectivity.training import tf_task
+    if dataset is None:
+        dataset = data.resolve_config(config.dataset)
+    options = dict(strategy=strategy, input_transform=input_transform,
+                   init_from=init_from)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from low_rank_local_connectivity.training import tf_task
 
-    if metadata is None:
-        from low_rank_local_connectivity import data_provider
+        return tf_task.TensorFlowTask(config, dataset, **options)
+    if backend == "jax":
+        from low_rank_local_connectivity.training import jax_task
 
-        metadata = data_provider.DatasetOptions.from_config(config.dataset).get_metadata()
-    return tf_task.TensorFlowTask(
-        config, metadata, strategy=strategy, input_transform=input_transform,
-        init_from=init_from,
+        return jax_task.JaxTask(config, dataset, **options)
+    raise ValueError(
+        f"The trainer runs on the TensorFlow and JAX backends of Keras, not on "
+        f"KERAS_BACKEND={backend!r} (the layers, models and conversion run on "
+        "every backend). Set KERAS_BACKEND=tensorflow or jax."
     )

@@ -35,7 +35,7 @@ class TensorFlowTask:
 
     Args:
         config: a validated experiment ConfigDict (copied, never modified).
-        metadata: the dataset's `DatasetMetadata`.
+        dataset: the run's `data.ResolvedDataset`.
         strategy: optional `tf.distribute.Strategy`; by default one is created
             from `config.train.distribution_strategy`.
         input_transform: optional function `(split, dataset) -> dataset`.
@@ -46,10 +46,10 @@ class TensorFlowTask:
         ValueError: if a batch size is not divisible by the number of replicas.
     """
 
-    def __init__(self, config, metadata, *, strategy=None, input_transform=None,
+    def __init__(self, config, dataset, *, strategy=None, input_transform=None,
                  init_from=None):
         self.config = ml_collections.ConfigDict(config.to_dict())
-        self.metadata = metadata
+        self.metadata = metadata = dataset.metadata
         train = self.config.train
         if train.deterministic:
             distribution.enable_determinism()
@@ -66,7 +66,7 @@ class TensorFlowTask:
                 )
         self.is_chief = distribution.is_chief(self.strategy)
         self.loss_scaling = train.mixed_precision == "mixed_float16"
-        self._inputs = inputs.Inputs(self.config, self.strategy, input_transform)
+        self._inputs = inputs.Inputs(dataset, self.config, self.strategy, input_transform)
         keras.utils.set_random_seed(self.config.seed)
         with self.strategy.scope():
             self.model = task_lib.build_model(self.config, metadata, init_from)

@@ -4,7 +4,6 @@ import pytest
 
 from low_rank_local_connectivity import experiments
 from low_rank_local_connectivity import training
-from low_rank_local_connectivity import training
 
 
 def test_grid_cells_count_and_names():

@@ -11,7 +11,7 @@ from matplotlib import image as mpimg
 import numpy as np
 import pytest
 
-from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import data
 from low_rank_local_connectivity import experiments
 
 
@@ -83,7 +83,7 @@ def test_finished_cell_of_another_experiment_is_refused(tmp_path):
 def test_missing_data_is_found_once_before_any_cell_starts(tmp_path):
     grid = experiments.get_grid("cifar10", layer_types=["conv", "lrlc"], ranks=[1, 2])
     output_dir = tmp_path / "runs"
-    with pytest.raises(data_provider.DataNotFoundError, match="not prepared in data_dir"):
+    with pytest.raises(data.DataNotFoundError, match="not prepared in data_dir"):
         experiments.run_grid(grid, str(output_dir), data_dir=str(tmp_path / "empty"))
     assert not output_dir.exists()  # No cell was started.
 

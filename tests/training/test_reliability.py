@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import data
 from low_rank_local_connectivity import export
 from low_rank_local_connectivity import fileio
 from low_rank_local_connectivity import training
@@ -395,12 +395,12 @@ def test_missing_split_names_split_and_file(mnist_copy, tmp_path):
     data_dir, version = mnist_copy
     missing = next(version.glob("mnist-test.tfrecord-*"))
     missing.unlink()
-    assert data_provider.find_unreadable_files(
-        "mnist", "test", data_dir=str(data_dir), read_records=False
+    assert data.resolve("mnist", data_dir=str(data_dir)).find_unreadable_files(
+        "test", read_records=False
     ) == [(str(missing), "missing file")]
     config = experiment.get_config("mnist_lrlc")
     config.update_from_flattened_dict(dict(_OVERRIDES, **{"dataset.data_dir": str(data_dir)}))
-    with pytest.raises(data_provider.DataNotFoundError,
+    with pytest.raises(data.DataNotFoundError,
                        match=rf"Split 'test' of dataset 'mnist' is missing files: {missing}"):
         _train(config, tmp_path / "run")  # Fails before training.
     assert not (tmp_path / "run").exists()
@@ -413,8 +413,8 @@ def test_corrupted_shard_is_named(mnist_copy, tmp_path):
     start = len(content) // 40  # Read by the 'valid' split (and 'train').
     content[start:start + 64] = bytes(b ^ 0xFF for b in content[start:start + 64])
     shard.write_bytes(bytes(content))
-    unreadable = data_provider.find_unreadable_files(
-        "mnist", "valid", data_dir=str(data_dir))
+    unreadable = data.resolve("mnist", data_dir=str(data_dir)).find_unreadable_files(
+        "valid")
     assert [path for path, _ in unreadable] == [str(shard)]
     assert "corrupted record" in unreadable[0][1]
     config = experiment.get_config("mnist_lrlc")
@@ -457,8 +457,8 @@ def test_checked_serving_function_refuses_numpy_casts(exported, finished_run):
     with pytest.raises(TypeError, match="Expected uint8 pixels. Received: float32"):
         serve(images.astype(np.float32) / 255)
     model, *_ = training.open_run(str(finished_run[0])).load_model()
-    expected = tf.nn.softmax(model(data_provider.preprocess_serving_images(
-        "mnist_small", tf.constant(images)), training=False)).numpy()
+    expected = tf.nn.softmax(model(data.resolve("mnist_small").serving_preprocess(
+        tf.constant(images)), training=False)).numpy()
     np.testing.assert_allclose(serve(images)["probabilities"].numpy(), expected,
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="complete export"):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from low_rank_local_connectivity import data_provider
+from low_rank_local_connectivity import data
 from low_rank_local_connectivity import layers
 from low_rank_local_connectivity import training
 from low_rank_local_connectivity.configs import experiment
@@ -122,8 +122,8 @@ def test_model_dir_files(small_run):
 def test_masked_evaluation_counts_exactly_the_real_examples(small_run):
     run, _, _ = small_run
     assert 1000 % run.config.train.eval_batch_size != 0  # padding does happen
-    images, labels, mask = next(iter(data_provider.make_dataset(
-        "mnist_small", "valid", batch_size=1000, is_training=False
+    images, labels, mask = next(iter(data.resolve("mnist_small").make_dataset(
+        "valid", batch_size=1000, is_training=False
     )))
     assert float(tf.reduce_sum(mask)) == 1000
     logits = run.task.model(images, training=False).numpy().astype(np.float64)
@@ -149,17 +149,17 @@ def test_top5_accuracy_with_more_than_ten_classes():
         ink = tf.cast(images[:, 14, 14, 0] > 0, tf.int32)
         return images, 2 * labels + ink, mask
 
-    metadata = dataclasses.replace(
-        data_provider.get_metadata("mnist_small"), num_classes=20,
-        class_names=tuple(map(str, range(20))),
+    dataset = data.resolve("mnist_small")
+    dataset.metadata = dataclasses.replace(
+        dataset.metadata, num_classes=20, class_names=tuple(map(str, range(20))),
     )
     task = training.create_task(
-        _config(**tiny_overrides()), metadata,
+        _config(**tiny_overrides()), dataset,
         input_transform=lambda split, dataset: dataset.map(relabel),
     )
     metrics = task.evaluate("valid")
-    images, labels, _ = next(iter(data_provider.make_dataset(
-        "mnist_small", "valid", batch_size=1000, is_training=False).map(relabel)))
+    images, labels, _ = next(iter(data.resolve("mnist_small").make_dataset(
+        "valid", batch_size=1000, is_training=False).map(relabel)))
     logits = task.model(images, training=False).numpy()
     labels = labels.numpy()
     assert logits.shape == (1000, 20) and len(set(labels)) > 10
