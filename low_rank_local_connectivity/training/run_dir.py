@@ -130,6 +130,13 @@ class RunDirectory:
         """The directory of the 'latest' or 'best' checkpoints."""
         return self.path(CHECKPOINT_DIRS[checkpoint])
 
+    def has_checkpoints(self):
+        """Whether `checkpoints/` holds anything but its `corrupted/` folder."""
+        directory = self.checkpoint_dir("latest")
+        return fileio.isdir(directory) and any(
+            name != CORRUPTED_DIR for name in fileio.listdir(directory)
+        )
+
     def makedirs(self):
         fileio.makedirs(self.model_dir)
 

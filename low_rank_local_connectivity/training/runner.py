@@ -11,7 +11,6 @@ import os
 
 from low_rank_local_connectivity import data
 from low_rank_local_connectivity.training import callbacks as callbacks_lib
-from low_rank_local_connectivity.training import checkpointing
 from low_rank_local_connectivity.training import config_checks
 from low_rank_local_connectivity.training import controller as controller_lib
 from low_rank_local_connectivity.training import lock as lock_lib
@@ -76,9 +75,7 @@ def train_and_evaluate(config, model_dir, *, callbacks=(), progress=True,
     model_dir = _check_model_dir(model_dir)
     dataset = _resolve_dataset(config)
     init_from = config.get("init_from")
-    if init_from is not None and checkpointing.checkpoint_candidates(
-        run_dir.RunDirectory(model_dir).checkpoint_dir("latest")
-    ):
+    if init_from is not None and run_dir.RunDirectory(model_dir).has_checkpoints():
         init_from = None  # A resumed run restores its own checkpoint.
     task = task_lib.create_task(
         config, dataset, strategy=strategy, input_transform=input_transform,

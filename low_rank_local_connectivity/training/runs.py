@@ -63,14 +63,12 @@ class Run:
         return self._files.read_best()
 
     def checkpoint_path(self, checkpoint="best"):
-        """The prefix of the 'best' or 'latest' checkpoint (or a given prefix).
+        """The path of the 'best' or 'latest' checkpoint (or a given prefix).
 
         Raises:
             ValueError: if there is no such checkpoint.
         """
-        from low_rank_local_connectivity.training import checkpointing
-
-        return checkpointing.checkpoint_path(self.model_dir, checkpoint)
+        return _checkpoint_io(self.model_dir).checkpoint_path(self.model_dir, checkpoint)
 
     def load_model(self, checkpoint="best"):
         """Rebuilds the run's model and restores a checkpoint into it.
@@ -88,11 +86,27 @@ class Run:
         Raises:
             ValueError: if there is no such checkpoint or it does not fit.
         """
-        from low_rank_local_connectivity.training import checkpointing
-
         model = models.build_model(self.config.model)
-        path, step = checkpointing.restore_model_weights(model, self.model_dir, checkpoint)
+        path, step = restore_model_weights(model, self.model_dir, checkpoint)
         return model, path, step
+
+
+def _checkpoint_io(model_dir):
+    """The checkpoint module of a run's format: Orbax step directories (a JAX
+    run) or TensorFlow checkpoints."""
+    from low_rank_local_connectivity.training import orbax_checkpointing
+
+    if orbax_checkpointing.is_orbax_run(model_dir):
+        return orbax_checkpointing
+    from low_rank_local_connectivity.training import checkpointing
+
+    return checkpointing
+
+
+def restore_model_weights(model, model_dir, checkpoint="best"):
+    """Restores a run's checkpoint ('best', 'latest' or a prefix) into `model`,
+    whichever backend wrote it. Returns (checkpoint path, step)."""
+    return _checkpoint_io(model_dir).restore_model_weights(model, model_dir, checkpoint)
 
 
 def _not_a_run(model_dir, filename):

@@ -98,10 +98,10 @@ def build_model(config, metadata, init_from=None):
     resolve_model_config(config, metadata)
     initialize = None
     if init_from is not None:
-        from low_rank_local_connectivity.training import checkpointing
+        from low_rank_local_connectivity.training import runs
 
         initialize = functools.partial(
-            checkpointing.restore_model_weights, model_dir=init_from["model_dir"],
+            runs.restore_model_weights, model_dir=init_from["model_dir"],
             checkpoint=init_from["checkpoint"],
         )
     with _dtype_policy(config.train.mixed_precision):

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-import data_testing
-from conftest import REPO_ROOT
+from tests.data import data_testing
+from tests.conftest import REPO_ROOT
 from low_rank_local_connectivity import data
 from low_rank_local_connectivity.data import array_sources
 from low_rank_local_connectivity.data import names

@@ -13,9 +13,9 @@ import textwrap
 import numpy as np
 import pytest
 
-import data_testing
-from conftest import REPO_ROOT
-from conftest import SHARED_IDX_DIR
+from tests.data import data_testing
+from tests.conftest import REPO_ROOT
+from tests.conftest import SHARED_IDX_DIR
 from low_rank_local_connectivity import data
 from low_rank_local_connectivity.data import array_sources
 from low_rank_local_connectivity.data import names

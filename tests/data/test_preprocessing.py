@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import data_testing
+from tests.data import data_testing
 from low_rank_local_connectivity import data
 from low_rank_local_connectivity.data import preprocessing
 

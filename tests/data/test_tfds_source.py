@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-import data_testing
+from tests.data import data_testing
 from low_rank_local_connectivity import data
 from low_rank_local_connectivity.data import downloads
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT
 
 SCRIPT = str(REPO_ROOT / "scripts" / "reproduce_paper.py")
 _RESUME_LINE = re.compile(

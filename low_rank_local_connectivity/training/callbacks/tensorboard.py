@@ -13,6 +13,9 @@ class TensorBoardSummaries(base.Callback):
     - `valid/`, `test/`: every recorded evaluation's metrics;
     - `valid/`: at every validation, the combining weights of each LRLC layer
       with fixed weights, as heat maps with a colour scale.
+
+    The event files are written with TensorFlow's summary ops; where
+    TensorFlow is not installed (a JAX run) it says so once and writes none.
     """
 
     def __init__(self):
@@ -20,10 +23,16 @@ class TensorBoardSummaries(base.Callback):
         self._writers = None
 
     def on_train_begin(self, controller):
-        if controller.task.is_chief:
+        if not controller.task.is_chief:
+            return
+        try:
             from low_rank_local_connectivity.training import summaries
-
-            self._writers = summaries.SummaryWriters(controller.model_dir)
+        except ImportError:  # The event files are written with TensorFlow.
+            print("TensorBoard summaries are off: writing them needs TensorFlow "
+                  "(pip install tensorflow); metrics.jsonl has every evaluation.",
+                  flush=True)
+            return
+        self._writers = summaries.SummaryWriters(controller.model_dir)
 
     def on_train_batch_end(self, controller, step, logs):
         self._window.add(logs)
