@@ -129,9 +129,10 @@ class Preemption:
             self._fired[model] += 1
             count = self._fired[model]
         self.progress.say(
-            f"kill {count}/{self.targets[model]} ({runs.MODEL_LABELS[model]}): aimed "
-            f"at {kill['target']}, landed in {kill['landed']} after step {kill['step']}"
-            f" ({model_dir.name}; newest readable checkpoint: step {newest})")
+            f"kill {count}/{self.targets[model]} ({runs.MODEL_LABELS[model]}): "
+            f"aimed at {kill['target']}, landed in {kill['landed']} after "
+            f"{kill['step']} steps ({model_dir.name}; newest readable checkpoint: "
+            f"step {newest})")
         return dict(
             run=model_dir.name, model=model, target=kill["target"],
             landed=kill["landed"], step=kill["step"], newest_valid_step=newest,

@@ -3,10 +3,12 @@
 One line when a scenario starts and one when it finishes (its name, the
 elapsed time, and the faults injected / survived so far), one per SIGKILL of
 the preemption section, and a line naming the scenarios still running when
-nothing was printed for `heartbeat_seconds`. Scenarios run in threads; every
-method may be called from any of them.
+nothing was printed for `heartbeat_seconds`; the same thread samples the
+machine's load average. Scenarios run in threads; every method may be called
+from any of them.
 """
 
+import os
 import sys
 import threading
 import time
@@ -34,6 +36,7 @@ class Progress:
         self._last_line = self.start_time
         self._lock = threading.RLock()
         self._stop = threading.Event()
+        self._load = []
         self._heartbeat = None
         if heartbeat_seconds:
             self._heartbeat = threading.Thread(
@@ -96,9 +99,17 @@ class Progress:
         if self._heartbeat is not None:
             self._heartbeat.join()
 
+    def load_average(self):
+        """Mean and largest 1-minute load average sampled while it ran."""
+        with self._lock:
+            samples = list(self._load) or [os.getloadavg()[0]]
+        return dict(mean_1min=round(sum(samples) / len(samples), 1),
+                    max_1min=round(max(samples), 1))
+
     def _beat(self, seconds):
         while not self._stop.wait(min(seconds, 5.0)):
             with self._lock:
+                self._load.append(os.getloadavg()[0])
                 if time.time() - self._last_line < seconds:
                     continue
                 running = ", ".join(

@@ -22,7 +22,7 @@ def skipped_row(fault, reason):
                 details={})
 
 
-def summarize(rows, kills, runs, wall_seconds, command):
+def summarize(rows, kills, runs, wall_seconds, command, machine=None):
     """The summary of a campaign (a dict, in report order).
 
     Args:
@@ -30,6 +30,7 @@ def summarize(rows, kills, runs, wall_seconds, command):
         kills, runs: lists, the preemption section's kill and run records.
         wall_seconds: float, how long the campaign took.
         command: str, the command line that reproduces it.
+        machine: optional dict, where it ran (cores, load average).
     """
     ran = [r for r in rows if not r.get("skipped")]
     trainer_faults = [r for r in ran if r["fault"].split(":")[0] not in BAD_INPUT_KINDS]
@@ -48,6 +49,7 @@ def summarize(rows, kills, runs, wall_seconds, command):
         skipped=[dict(fault=r["fault"], reason=r["skipped"])
                  for r in rows if r.get("skipped")],
         wall_seconds=round(wall_seconds, 1),
+        machine=machine,
         command=command,
     )
 

@@ -80,6 +80,7 @@ _TFDS_DIR = flags.DEFINE_string(
     "checks (skipped, saying so, when absent).",
 )
 
+
 def _checkpoint_faults(workspace, progress):
     """(corrupted-checkpoint rows, write-failure rows): both on copies of
     one run killed after step 26."""
@@ -106,6 +107,7 @@ def run_campaign(workspace, progress, *, kills, seed, workers, tfds_dir):
         preempting = [
             pool.submit(preemption.worker, w, (count + w) // workers, model)
             for model, count in kills.items() for w in range(workers)
+            if (count + w) // workers
         ]
         checkpoints = pool.submit(_checkpoint_faults, workspace, progress)
         others = [
@@ -124,8 +126,9 @@ def run_campaign(workspace, progress, *, kills, seed, workers, tfds_dir):
     serving = progress.scenario("bad serving inputs",
                                 campaign_bad_inputs.bad_serving_inputs, workspace)
     kill_rows = [row for model in kills for row in preemption.rows(model)]
-    return (kill_rows + preemption.failures + corrupted + concurrent_ + writes + nan + cli + data + serving,
-            preemption)
+    rows = (kill_rows + preemption.failures + corrupted + concurrent_ + writes + nan
+            + cli + data + serving)
+    return rows, preemption
 
 
 def main(argv):
@@ -148,7 +151,8 @@ def main(argv):
     summary = campaign_report.summarize(
         rows, preemption.kills, preemption.runs, time.time() - start,
         f"python -m tools.fault_campaign --kills={_KILLS.value} "
-        f"--default_model_kills={_DEFAULT_MODEL_KILLS.value} --seed={_SEED.value}")
+        f"--default_model_kills={_DEFAULT_MODEL_KILLS.value} --seed={_SEED.value}",
+        machine=dict(cpu_cores=os.cpu_count(), load_average=progress.load_average()))
     report = dict(summary=summary, rows=rows, kills=preemption.kills,
                   runs=preemption.runs)
     (workspace.root / "fault_campaign.json").write_text(
