@@ -4,6 +4,7 @@ The full campaign (>= 20 SIGKILLs and every scenario, with a summary table)
 is `python -m tools.fault_campaign`; these tests check each mechanism once, fast.
 """
 
+import io
 import json
 import os
 import pathlib
@@ -23,6 +24,10 @@ from low_rank_local_connectivity import fileio
 from low_rank_local_connectivity import training
 from low_rank_local_connectivity.configs import experiment
 from low_rank_local_connectivity.training import run_dir
+from tools import campaign_bad_inputs
+from tools import campaign_progress
+from tools import campaign_report
+from tools import campaign_runs
 from tools import child_run
 from tools import fault_injection as fi
 
@@ -511,3 +516,57 @@ def test_metrics_report_counts_missing_duplicate_unexpected(tmp_path):
     assert report["missing"] == [("valid", 6)]
     assert report["duplicates"] == [("valid", 3)]
     assert report["unexpected"] == [("valid", 5)]
+
+
+# ----------------------------------------------------------------------------
+# The campaign's report.
+
+
+def test_campaign_reports_a_check_that_cannot_run_as_skipped(tmp_path):
+    workspace = campaign_runs.Workspace(tmp_path / "campaign")
+    rows = campaign_bad_inputs.bad_data(workspace, str(tmp_path / "no_tfds"))
+    reason = f"real MNIST not found at {tmp_path / 'no_tfds' / 'mnist'} (--tfds_dir)"
+    fault = "Data: corrupted shard / missing split"
+    assert rows == [campaign_report.skipped_row(fault, reason)]
+    rows = [campaign_report.row("CLI: unknown preset", 1, True, 0, {}),
+            campaign_report.row("NaN loss", 1, False, 1, {})] + rows
+    summary = campaign_report.summarize(rows, [], [], 1.0, "python -m tools.fault_campaign")
+    assert (summary["bad_input_cases"], summary["bad_input_cases_refused_clearly"]) == (1, 1)
+    assert (summary["trainer_faults_injected"], summary["trainer_faults_survived"]) == (1, 0)
+    assert summary["data_lost"] == 1
+    assert summary["checks_skipped"] == 1
+    assert summary["skipped"] == [dict(fault=fault, reason=reason)]
+    table = campaign_report.markdown(rows, summary).splitlines()
+    assert f"| {fault} | skipped: {reason} | — | — |" in table
+    assert "| CLI: unknown preset | 1 | 1 | 0 |" in table
+    assert f"- skipped: {fault}: {reason}" in table
+    assert campaign_report.not_survived(rows) == ["NaN loss"]
+
+
+def test_campaign_progress_counts_skips_crashes_and_beats():
+    stream = io.StringIO()
+    progress = campaign_progress.Progress(heartbeat_seconds=None, stream=stream)
+    progress.scenario("bad data", lambda: [campaign_report.skipped_row("Data: x", "no MNIST")])
+    progress.scenario("serving", lambda: [campaign_report.row("Serving: y", 2, 1, 0, {})])
+    crashed = progress.scenario("broken", lambda: 1 / 0)
+    assert crashed == [campaign_report.row("broken: the check itself failed", 1, 0, 0,
+                                           crashed[0]["details"])]
+    assert "ZeroDivisionError" in crashed[0]["details"]["traceback"][-1]
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith("] started bad data")
+    assert "] finished bad data in " in lines[1]
+    assert lines[1].endswith("; skipped Data: x: no MNIST (so far 0/0 survived, 1 skipped)")
+    assert lines[3].endswith(": 1/2 survived (so far 1/2 survived, 1 skipped)")
+    assert lines[-1].endswith(": 0/1 survived (so far 1/3 survived, 1 skipped)")
+
+    beating = campaign_progress.Progress(heartbeat_seconds=0.05, stream=stream)
+    deadline = time.time() + 120
+
+    def silent():  # Until the heartbeat names it (no timing asserted).
+        while "still running: silent (" not in stream.getvalue() and time.time() < deadline:
+            time.sleep(0.02)
+        return []
+
+    beating.scenario("silent", silent)
+    beating.close()
+    assert "still running: silent (" in stream.getvalue()
