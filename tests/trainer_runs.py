@@ -14,7 +14,6 @@ import subprocess
 import time
 
 import numpy as np
-import tensorflow as tf
 
 from tools import child_run
 
@@ -88,6 +87,8 @@ def kill_and_resume(tmp_path, overrides, hang_after_step):
         time.sleep(0.2)
     os.kill(killed_process.pid, signal.SIGKILL)
     killed_process.wait()
+    import tensorflow as tf
+
     latest = tf.train.latest_checkpoint(os.path.join(killed["model_dir"], "checkpoints"))
     del killed["hang_after_step"]
     wait_child(start_child(killed), killed)

@@ -106,7 +106,6 @@ def run(spec):
     Returns:
         The results dict of the run.
     """
-    from low_rank_local_connectivity import export
     from low_rank_local_connectivity import training
     from tools import fault_injection as fi
 
@@ -132,6 +131,8 @@ def run(spec):
         ),
     )
     if spec.get("export"):
+        from low_rank_local_connectivity import export
+
         with tracker.in_phase("export"):
             export.export_model(
                 spec["model_dir"], os.path.join(spec["model_dir"], "export"),

@@ -30,7 +30,6 @@ import threading
 import time
 
 import numpy as np
-import tensorflow as tf
 
 from low_rank_local_connectivity import training
 
@@ -170,6 +169,8 @@ def nan_inputs(from_step):
     """An input transform making the training images NaN from step `from_step` on."""
 
     def transform(split, dataset):
+        import tensorflow as tf
+
         if split != "train":
             return dataset
 
@@ -213,6 +214,8 @@ def disk_full_checkpoints(from_step):
     Checkpoint writes numbered `from_step` or more fail with ENOSPC after a
     partial data file is written, as a full disk would leave it.
     """
+
+    import tensorflow as tf
 
     class DiskFullCheckpointManager(tf.train.CheckpointManager):
 
@@ -280,6 +283,8 @@ def checkpoint_report(directory):
         'unreadable' ({step: reason}) and 'partial' (see
         `partial_checkpoint_files`).
     """
+    import tensorflow as tf
+
     state = None
     with contextlib.suppress(Exception):
         state = tf.train.get_checkpoint_state(directory)
