@@ -22,7 +22,7 @@ from absl import flags
 
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds of both modes.")
 _PRESETS = flags.DEFINE_list(
-    "presets", ["conv", "lrlc", "lrlc_input_dependent", "lc"],
+    "presets", ["conv", "lrlc", "lrlc_input_dependent", "locally_connected"],
     "Model presets of mnist_small to time.",
 )
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per preset.")

@@ -14,7 +14,7 @@ Examples:
 
     # A smoke test: a tiny grid on the embedded MNIST subset (minutes on 2
     # CPU cores); it checks that everything runs, its numbers are no result.
-    python scripts/reproduce_paper.py --preset=quick --output_dir=runs/quick
+    python scripts/reproduce_paper.py --scale=quick --output_dir=runs/quick
 
     # The MNIST grid of docs/results (layer position 2, its CPU-sized recipe),
     # on real MNIST in a prepared TFDS data_dir; docs/results/README.md has
@@ -59,13 +59,13 @@ from absl import logging
 from low_rank_local_connectivity import data
 from low_rank_local_connectivity import experiments
 
-_PRESET = flags.DEFINE_enum(
-    "preset", "paper", experiments.PRESETS,
+_SCALE = flags.DEFINE_enum(
+    "scale", "paper", experiments.SCALES,
     "'paper': the grid of --dataset; 'quick': a smoke test, a tiny grid on mnist_small.",
 )
 _DATASET = flags.DEFINE_enum(
     "dataset", "mnist", tuple(experiments.GRIDS),
-    "Dataset of the grid (ignored with --preset=quick).",
+    "Dataset of the grid (ignored with --scale=quick).",
 )
 _LAYER_TYPES = flags.DEFINE_list(
     "layer_types", None,
@@ -130,7 +130,7 @@ def _ints(name, values):
 
 def _grid():
     return experiments.get_grid(
-        _DATASET.value, _PRESET.value,
+        _DATASET.value, _SCALE.value,
         layer_types=_LAYER_TYPES.value,
         positions=_ints("positions", _POSITIONS.value),
         ranks=_ints("ranks", _RANKS.value),
@@ -174,7 +174,7 @@ def _run_grid():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    smoke_test = _PRESET.value == "quick"
+    smoke_test = _SCALE.value == "quick"
     if smoke_test:
         print(experiments.SMOKE_TEST_NOTE, flush=True)
     failed = {}

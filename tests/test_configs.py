@@ -10,7 +10,7 @@ from low_rank_local_connectivity.configs import experiment
 
 
 def test_presets_are_dataset_times_model_presets():
-    small = [p for p in models.MODEL_PRESETS if not p.startswith("resnet")]
+    small = [p for p in models.MODEL_CONFIGS if not p.startswith("resnet")]
     expected = {
         f"{dataset}_{model}"
         for dataset in ("mnist", "mnist_small", "cifar10", "celeba32", "trans_celeba48")
@@ -37,7 +37,8 @@ def test_split_preset_prefers_the_longest_dataset_name():
     assert experiment.split_preset("mnist_small_lrlc_input_dependent") == (
         "mnist_small", "lrlc_input_dependent"
     )
-    assert experiment.split_preset("trans_celeba48_lc") == ("trans_celeba48", "lc")
+    assert experiment.split_preset("trans_celeba48_locally_connected") == (
+        "trans_celeba48", "locally_connected")
 
 
 @pytest.mark.parametrize("preset, suggestions", [

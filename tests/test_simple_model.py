@@ -18,7 +18,7 @@ NO_SHARING = {
 }
 LRLC_FIRST = ["low_rank_locally_connected2d", "conv2d", "conv2d"]
 WIDE_LAST = ["conv2d", "conv2d", "wide_conv2d"]
-SIMPLE_PRESETS = [p for p in models.MODEL_PRESETS if not p.startswith("resnet")]
+SMALL_MODELS = [p for p in models.MODEL_CONFIGS if not p.startswith("resnet")]
 
 
 def _config(preset, **overrides):
@@ -95,7 +95,7 @@ def _expected_count(config):
 
 @pytest.mark.parametrize(
     "preset, expected",
-    [("conv", 76_490), ("lrlc", 113_522), ("lc", 28_991_178)],
+    [("conv", 76_490), ("lrlc", 113_522), ("locally_connected", 28_991_178)],
 )
 def test_spec_parameter_counts(preset, expected):
     model = models.build_model(_config(preset, **CIFAR10))
@@ -116,7 +116,7 @@ def test_spec_parameter_counts(preset, expected):
         ("lrlc", {"share_col_combining_weights": False, "input_shape": (28, 20, 1)}),
         ("lrlc", NO_SHARING),
         ("lrlc", {"batch_norm": False, "strides": [1, 2, 1], "padding": "same"}),
-        ("lc", {"input_shape": (28, 28, 1), "global_avg_pooling": False,
+        ("locally_connected", {"input_shape": (28, 28, 1), "global_avg_pooling": False,
                 "num_filters": [16, 8, 4], "kernel_sizes": [5, 3, 3]}),
         ("conv", {"batch_norm": False, "num_filters": [8, 16], "kernel_sizes": [3, 5],
                   "strides": [2, 1], "layer_types": ["conv2d", "conv2d"]}),
@@ -178,7 +178,7 @@ def test_config_json_round_trip(preset):
     )
 
 
-@pytest.mark.parametrize("preset", SIMPLE_PRESETS)
+@pytest.mark.parametrize("preset", SMALL_MODELS)
 def test_keras_save_and_load(preset, tmp_path):
     config = _config(preset, num_classes=3, input_shape=(12, 12, 1), weight_decay=1e-3)
     model = models.build_model(config)
@@ -225,7 +225,7 @@ def test_logits_are_float32_under_mixed_precision():
 
 
 def test_every_preset_is_a_full_config():
-    for preset in models.MODEL_PRESETS:
+    for preset in models.MODEL_CONFIGS:
         config = models.get_model_config(preset)
         assert set(config.keys()) == set(models.default_config(config.name).keys())
     defaults = models.get_model_config("conv")
@@ -270,7 +270,7 @@ def test_validation_errors(overrides, match):
 
 
 def test_build_model_errors():
-    with pytest.raises(ValueError, match="one of.*'lrlc'.*Received: preset='cnn'"):
+    with pytest.raises(ValueError, match="one of.*'lrlc'.*Received: name='cnn'"):
         models.get_model_config("cnn")
     config = _config("conv", **CIFAR10)
     config.depth = 3

@@ -1,9 +1,10 @@
 """Experiment configuration: one preset per (dataset, model) pair.
 
-A preset is named `<dataset>_<model preset>`, e.g. `mnist_lrlc`,
-`cifar10_lc`, `celeba32_lrlc_input_dependent` or `imagenet2012_resnet50_lrlc`.
+A preset is named `<dataset>_<model>`, e.g. `mnist_lrlc`,
+`cifar10_locally_connected`, `celeba32_lrlc_input_dependent` or `imagenet2012_resnet50_lrlc`.
 The dataset part selects the data and the training recipe; the model part is
-a preset of `low_rank_local_connectivity.models.get_model_config`.
+a named model config of `low_rank_local_connectivity.models.get_model_config`
+(one per layer type of `models.layer_types`, and the two ResNet-50s).
 
 Use it from the command line with ml_collections' config flags; the preset
 after the colon is required:
@@ -23,7 +24,7 @@ Layout (every field has one meaning; `trainer.validate_config` checks values):
   (int), and the optional preprocessing overrides of `data.resolve`:
   `translate_to` (int: noise canvas side), `image_size` (int: resize),
   `value_range` ((lo, hi) pixel range); None keeps the dataset's default.
-- `model`: a `models.get_model_config(preset)` config (list fields as tuples,
+- `model`: a `models.get_model_config(<model>)` config (list fields as tuples,
   so that `--config.model.num_filters='(32, 32, 32)'` works). `num_classes`
   and `input_shape` are left None here and filled from the dataset metadata.
 - `train`:
@@ -84,12 +85,12 @@ import ml_collections
 
 from low_rank_local_connectivity import models
 
-# Training recipe per dataset: (model presets allowed, overrides of `train`).
+# Training recipe per dataset: (models allowed, overrides of `train`).
 _SMALL_MODELS = tuple(
-    preset for preset in models.MODEL_PRESETS if not preset.startswith("resnet")
+    name for name in models.MODEL_CONFIGS if not name.startswith("resnet")
 )
 _IMAGENET_MODELS = tuple(
-    preset for preset in models.MODEL_PRESETS if preset.startswith("resnet")
+    name for name in models.MODEL_CONFIGS if name.startswith("resnet")
 )
 
 _RECIPES = {
@@ -209,13 +210,13 @@ def _preset_error(preset):
 
 
 def split_preset(preset):
-    """Splits an experiment preset name into (dataset, model preset).
+    """Splits an experiment preset name into (dataset, model config name).
 
     Args:
         preset: str, e.g. 'mnist_small_lrlc'.
 
     Returns:
-        A tuple `(dataset_name, model_preset)`.
+        A tuple `(dataset_name, model_name)`.
 
     Raises:
         ValueError: if `preset` is not one of `PRESETS` (the message suggests
@@ -239,7 +240,7 @@ def get_config(preset=None):
     experiment by surprise.
 
     Args:
-        preset: str, `<dataset>_<model preset>`; one of `PRESETS`.
+        preset: str, `<dataset>_<model>`; one of `PRESETS`.
 
     Returns:
         An `ml_collections.ConfigDict` with the layout described in this
@@ -249,7 +250,7 @@ def get_config(preset=None):
         ValueError: if `preset` is missing or unknown (the message suggests
             the closest valid ones).
     """
-    dataset, model_preset = split_preset(preset)
+    dataset, model_name = split_preset(preset)
     config = ml_collections.ConfigDict()
     config.preset = preset
     config.seed = 0
@@ -269,7 +270,7 @@ def get_config(preset=None):
     # Command-line overrides (config_flags) support tuples, not lists.
     config.model = ml_collections.ConfigDict({
         key: tuple(value) if isinstance(value, list) else value
-        for key, value in models.get_model_config(model_preset).to_dict().items()
+        for key, value in models.get_model_config(model_name).to_dict().items()
     })
     config.train = _default_train_config()
     config.train.update_from_flattened_dict(

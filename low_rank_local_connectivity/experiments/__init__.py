@@ -25,7 +25,7 @@ from low_rank_local_connectivity.experiments.grid import LAYER_TYPES
 from low_rank_local_connectivity.experiments.grid import NUM_BLOCKS
 from low_rank_local_connectivity.experiments.grid import POSITIONLESS_LAYER_TYPES
 from low_rank_local_connectivity.experiments.grid import PRECISION_SUFFIXES
-from low_rank_local_connectivity.experiments.grid import PRESETS
+from low_rank_local_connectivity.experiments.grid import SCALES
 from low_rank_local_connectivity.experiments.grid import QUICK_GRID
 from low_rank_local_connectivity.experiments.grid import RANKED_LAYER_TYPES
 from low_rank_local_connectivity.experiments.grid import SMOKE_TEST_DATASETS
@@ -66,7 +66,7 @@ __all__ = [
     "NUM_BLOCKS",
     "POSITIONLESS_LAYER_TYPES",
     "PRECISION_SUFFIXES",
-    "PRESETS",
+    "SCALES",
     "QUICK_GRID",
     "RANKED_LAYER_TYPES",
     "SMOKE_TEST_DATASETS",

@@ -16,7 +16,7 @@ layer type at one block position, one rank, one seed and one precision:
   float32 and a bfloat16 run of the same cell are different configurations.
 
 `GRIDS` declares the paper's grid per dataset (with the training recipe of
-`configs/experiment.py` for that dataset) and `PRESETS` adds 'quick', a tiny grid
+`configs/experiment.py` for that dataset) and `SCALES` adds 'quick', a tiny grid
 on the embedded `mnist_small` that finishes on 2 CPU cores in minutes.
 """
 
@@ -25,40 +25,16 @@ import os
 
 from low_rank_local_connectivity import validation
 from low_rank_local_connectivity.configs import experiment
+from low_rank_local_connectivity.models import layer_types as layer_types_lib
 
-LAYER_TYPES = (
-    "conv",
-    "wide_conv",
-    "locally_connected",
-    "coord_conv",
-    "lrlc",
-    "lrlc_input_dependent",
-)
+# The layer types of the grid: the registry of `models.layer_types`.
+LAYER_TYPES = layer_types_lib.NAMES
 # Layer types with a rank (LRLC rank, or the rank a wide conv matches).
-RANKED_LAYER_TYPES = ("wide_conv", "lrlc", "lrlc_input_dependent")
+RANKED_LAYER_TYPES = layer_types_lib.RANKED
 # Layer types that do not depend on the block position.
-POSITIONLESS_LAYER_TYPES = ("conv", "coord_conv")
-
-LAYER_LABELS = {
-    "conv": "Conv",
-    "wide_conv": "Wide conv",
-    "locally_connected": "Locally connected",
-    "coord_conv": "CoordConv",
-    "lrlc": "LRLC",
-    "lrlc_input_dependent": "Input-dependent LRLC",
-}
-# `models` preset and simple-network layer type of each grid layer type.
-_MODEL_PRESETS = {
-    "conv": ("conv", "conv2d"),
-    "wide_conv": ("wide_conv", "wide_conv2d"),
-    "locally_connected": ("lc", "locally_connected2d"),
-    "coord_conv": ("coord_conv", "conv2d"),
-    "lrlc": ("lrlc", "low_rank_locally_connected2d"),
-    "lrlc_input_dependent": (
-        "lrlc_input_dependent", "low_rank_locally_connected2d",
-    ),
-}
-NUM_BLOCKS = 3
+POSITIONLESS_LAYER_TYPES = layer_types_lib.POSITIONLESS
+LAYER_LABELS = layer_types_lib.LABELS
+NUM_BLOCKS = layer_types_lib.NUM_BLOCKS
 
 # The trainer's precisions (`train.mixed_precision`), in report order, and the
 # suffix of a cell's directory name. float32 has none, so the directories of
@@ -264,7 +240,7 @@ QUICK_GRID = Grid(
         "keep_checkpoints": 1,
     },
 )
-PRESETS = ("paper", "quick")
+SCALES = ("paper", "quick")
 # The quick grid checks that everything runs; its numbers are no result.
 SMOKE_TEST_DATASETS = (QUICK_GRID.dataset,)
 SMOKE_TEST_NOTE = (
@@ -274,14 +250,15 @@ SMOKE_TEST_NOTE = (
 )
 
 
-def get_grid(dataset, preset="paper", *, layer_types=None, positions=None,
+def get_grid(dataset, scale="paper", *, layer_types=None, positions=None,
              ranks=None, seeds=None, train_overrides=None, model_overrides=None):
     """The grid of a dataset, optionally restricted to a subset.
 
     Args:
-        dataset: str, a key of `GRIDS` with preset 'paper'; ignored (may be
-            None) with preset 'quick', which always uses 'mnist_small'.
-        preset: 'paper' or 'quick'.
+        dataset: str, a key of `GRIDS` at scale 'paper'; ignored (may be
+            None) at scale 'quick', which always uses 'mnist_small'.
+        scale: 'paper' (the paper's grid of `dataset`) or 'quick' (a smoke
+            test on the embedded data).
         layer_types, positions, ranks, seeds: optional sequences replacing
             the grid's own.
         train_overrides: optional dict of `config.train` fields (dotted keys
@@ -296,15 +273,15 @@ def get_grid(dataset, preset="paper", *, layer_types=None, positions=None,
         A `Grid`.
 
     Raises:
-        ValueError: for an unknown preset, dataset or precision, or invalid
+        ValueError: for an unknown scale, dataset or precision, or invalid
             subsets.
     """
-    if preset not in PRESETS:
+    if scale not in SCALES:
         raise ValueError(
-            f"Invalid value for argument `preset`. Expected one of {PRESETS}. "
-            f"Received: {preset!r}"
+            f"Invalid value for argument `scale`. Expected one of {SCALES}. "
+            f"Received: scale={scale!r}"
         )
-    if preset == "quick":
+    if scale == "quick":
         grid = QUICK_GRID
     elif dataset in GRIDS:
         grid = GRIDS[dataset]
@@ -344,7 +321,7 @@ def cell_config(cell, grid, *, data_dir=None, download=False, manual_dir=None):
     Returns:
         An experiment `ml_collections.ConfigDict` (see
         `configs/experiment.py`): the recipe of `grid.recipe` with the model
-        preset of the layer type, the layer placed at `cell.position`,
+        of the layer type, the layer placed at `cell.position`,
         `spatial_rank = cell.rank`, `seed = cell.seed`, the grid's train and
         model overrides and `train.mixed_precision = cell.precision`.
 
@@ -357,19 +334,15 @@ def cell_config(cell, grid, *, data_dir=None, download=False, manual_dir=None):
             f"{(cell.dataset, cell.precision)!r} are not the grid's "
             f"({(grid.dataset, grid.precision)!r})."
         )
-    model_preset, block_type = _MODEL_PRESETS[cell.layer_type]
-    config = experiment.get_config(f"{grid.recipe}_{model_preset}")
+    config = experiment.get_config(f"{grid.recipe}_{cell.layer_type}")
     config.seed = cell.seed
     config.dataset.update(
         name=cell.dataset, data_dir=data_dir, download=download,
         manual_dir=manual_dir,
     )
-    layer_types = ["conv2d"] * NUM_BLOCKS
-    if cell.position is not None:
-        layer_types[cell.position - 1] = block_type
     config.model.update(dict(grid.model))
-    config.model.layer_types = layer_types
-    config.model.spatial_rank = 1 if cell.rank is None else cell.rank
+    config.model.update(layer_types_lib.get(cell.layer_type).network_fields(
+        cell.position, 1 if cell.rank is None else cell.rank))
     config.train.update_from_flattened_dict(dict(grid.train))
     config.train.mixed_precision = cell.precision
     return config

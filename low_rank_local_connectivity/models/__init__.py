@@ -1,6 +1,7 @@
 """Experiment models: the paper's small network and ResNet-50, both with LRLC.
 
-`build_model(config)` builds a model from a config (see `presets`); the builders
+`build_model(config)` builds a model from a config (see `model_configs`; the
+experiments' layer types are `layer_types`); the builders
 `simple_network` and `resnet50` take the same fields as keyword arguments. An
 optional `convert` field turns the built model's convolutions into LRLC layers
 (`convert.to_lrlc`).
@@ -20,12 +21,13 @@ from collections import abc
 import ml_collections
 
 from low_rank_local_connectivity import convert
-from low_rank_local_connectivity.models.presets import BUILDERS
-from low_rank_local_connectivity.models.presets import MODEL_PRESETS
-from low_rank_local_connectivity.models.presets import default_config
-from low_rank_local_connectivity.models.presets import get_model_config
+from low_rank_local_connectivity.models import layer_types
+from low_rank_local_connectivity.models.model_configs import BUILDERS
+from low_rank_local_connectivity.models.model_configs import MODEL_CONFIGS
+from low_rank_local_connectivity.models.model_configs import default_config
+from low_rank_local_connectivity.models.model_configs import get_model_config
 from low_rank_local_connectivity.models.resnet import resnet50
-from low_rank_local_connectivity.models.simple_model import LAYER_TYPES
+from low_rank_local_connectivity.models.simple_model import BLOCK_LAYERS
 from low_rank_local_connectivity.models.simple_model import endpoints_model
 from low_rank_local_connectivity.models.simple_model import simple_network
 
@@ -93,9 +95,10 @@ def build_model(model_config, initialize=None):
 
 
 __all__ = [
-    "LAYER_TYPES",
-    "MODEL_PRESETS",
+    "BLOCK_LAYERS",
+    "MODEL_CONFIGS",
     "build_model",
+    "layer_types",
     "default_config",
     "endpoints_model",
     "get_model_config",

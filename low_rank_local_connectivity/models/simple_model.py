@@ -31,14 +31,16 @@ from low_rank_local_connectivity.validation import is_int
 from low_rank_local_connectivity.validation import positive_int
 from low_rank_local_connectivity.validation import standardize_pair
 
-LAYER_TYPES = (
+# The Keras layer of a block, by the reference's names (an experiment's layer
+# type, `layer_types.py`, says which one is substituted where).
+BLOCK_LAYERS = (
     "conv2d",
     "wide_conv2d",
     "locally_connected2d",
     "low_rank_locally_connected2d",
 )
-# Layer types whose construction uses `spatial_rank`.
-RANK_LAYER_TYPES = ("wide_conv2d", "low_rank_locally_connected2d")
+# Block layers whose construction uses `spatial_rank`.
+RANKED_BLOCK_LAYERS = ("wide_conv2d", "low_rank_locally_connected2d")
 # Suffix of the block layer's name, per layer type.
 LAYER_NAME_SUFFIXES = {
     "conv2d": "conv",
@@ -215,7 +217,7 @@ def simple_network(
       num_filters: sequence of ints, the filters F of each block.
       strides: sequence of ints or pairs, one per block.
       padding: 'valid' or 'same', for every block.
-      layer_types: sequence of layer types, one per block, each in `LAYER_TYPES`.
+      layer_types: sequence of layer types, one per block, each in `BLOCK_LAYERS`.
       spatial_rank: int, the rank K of every 'low_rank_locally_connected2d' block,
         and the rank a 'wide_conv2d' block matches.
       normalize_weights: 'softmax', 'norm' or '' (LRLC combining weights).
@@ -268,10 +270,10 @@ def simple_network(
             f"Received lengths: {lengths}"
         )
     for index, layer_type in enumerate(layer_types):
-        if layer_type not in LAYER_TYPES:
+        if layer_type not in BLOCK_LAYERS:
             raise ValueError(
                 f"Invalid value for argument `layer_types`. Expected each entry in "
-                f"{LAYER_TYPES}. Received: layer_types[{index}]={layer_type!r}"
+                f"{BLOCK_LAYERS}. Received: layer_types[{index}]={layer_type!r}"
             )
     kernel_sizes = [
         standardize_pair(f"kernel_sizes[{i}]", k) for i, k in enumerate(kernel_sizes)
@@ -279,7 +281,7 @@ def simple_network(
     strides = [standardize_pair(f"strides[{i}]", s) for i, s in enumerate(strides)]
     for index, filters in enumerate(num_filters):
         positive_int(f"num_filters[{index}]", filters)
-    if any(layer_type in RANK_LAYER_TYPES for layer_type in layer_types):
+    if any(layer_type in RANKED_BLOCK_LAYERS for layer_type in layer_types):
         positive_int("spatial_rank", spatial_rank)
     if padding not in ("valid", "same"):
         raise invalid_argument("padding", padding, "'valid' or 'same'")

@@ -42,7 +42,6 @@ from low_rank_local_connectivity.training.runner import evaluate_checkpoint
 from low_rank_local_connectivity.training.runner import train_and_evaluate
 from low_rank_local_connectivity.training.runs import Run
 from low_rank_local_connectivity.training.runs import open_run
-from low_rank_local_connectivity.training.task import build_model
 from low_rank_local_connectivity.training.task import count_parameters
 from low_rank_local_connectivity.training.task import create_task
 
@@ -70,7 +69,6 @@ __all__ = [
     "train_and_evaluate",
     "Run",
     "open_run",
-    "build_model",
     "count_parameters",
     "create_task",
 ]

@@ -127,7 +127,7 @@ def test_cell_validation(kwargs, match):
 def test_grid_and_get_grid_validation():
     with pytest.raises(ValueError, match="`dataset`"):
         experiments.get_grid("svhn")
-    with pytest.raises(ValueError, match="`preset`"):
+    with pytest.raises(ValueError, match="`scale`"):
         experiments.get_grid("mnist", "slow")
     with pytest.raises(ValueError, match="`ranks`"):
         experiments.get_grid("mnist", ranks=[0])

@@ -111,7 +111,7 @@ def test_a_signal_stops_the_grid_and_every_worker(tmp_path, signal_number, to_gr
     output_dir = tmp_path / "runs"
     # Three cells, two at a time: the LRLC cells train (long), conv waits.
     grid = subprocess.Popen(
-        [sys.executable, SCRIPT, "--preset=quick", "--layer_types=conv,lrlc",
+        [sys.executable, SCRIPT, "--scale=quick", "--layer_types=conv,lrlc",
          "--ranks=1,2", "--seeds=0", "--train_steps=1000000",
          "--eval_every_steps=1000000", "--parallel=2", f"--output_dir={output_dir}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,

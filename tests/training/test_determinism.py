@@ -19,7 +19,7 @@ from low_rank_local_connectivity import models
 from tools import child_run
 from tests.trainer_runs import assert_same_run, child_spec, kill_and_resume, load_outputs
 
-_SMALL_PRESETS = tuple(p for p in models.MODEL_PRESETS if not p.startswith("resnet"))
+_SMALL_PRESETS = tuple(p for p in models.MODEL_CONFIGS if not p.startswith("resnet"))
 
 _SHORT_RUN = {
     "train.train_steps": 4,
@@ -32,7 +32,7 @@ _SHORT_RUN = {
 
 def test_every_small_preset_shipped_is_covered():
     assert set(_SMALL_PRESETS) == {
-        "conv", "wide_conv", "lc", "coord_conv", "lrlc", "lrlc_input_dependent",
+        "conv", "wide_conv", "locally_connected", "coord_conv", "lrlc", "lrlc_input_dependent",
     }
 
 
