@@ -32,6 +32,19 @@ setuptools.setup(
         "numpy>=2.0",
         "matplotlib>=3.8",
     ],
+    entry_points={
+        "console_scripts": [
+            f"{command}=low_rank_local_connectivity.cli.{module}:run"
+            for command, module in (
+                ("lrlc-train", "train"),
+                ("lrlc-reproduce", "reproduce"),
+                ("lrlc-export", "export"),
+                ("lrlc-finetune", "finetune"),
+                ("lrlc-visualize", "visualize"),
+                ("lrlc-quickstart", "quickstart"),
+            )
+        ],
+    },
     extras_require={
         "test": [
             "pytest>=9.0",

@@ -30,13 +30,10 @@ import pathlib
 import statistics
 import time
 
-import _cli  # Before anything imports TensorFlow.
-
-_cli.start()
-
 from absl import app
 from absl import flags
 from absl import logging
+from low_rank_local_connectivity.cli import startup
 
 PRESETS = {
     # (batch, (height, width, channels, filters)) shapes and ranks.
@@ -358,4 +355,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    _cli.run(main)
+    startup.run(main)

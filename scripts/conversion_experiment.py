@@ -22,10 +22,6 @@ Exit status: 0 on success, 1 with a one-line `error:` message.
 
 import sys
 
-import _cli  # Before anything imports TensorFlow.
-
-_cli.start()
-
 from absl import app
 from absl import flags
 
@@ -33,6 +29,7 @@ from low_rank_local_connectivity import data
 from low_rank_local_connectivity import finetuning
 from low_rank_local_connectivity import training
 from low_rank_local_connectivity.configs import experiment
+from low_rank_local_connectivity.cli import startup
 
 _DATASET = flags.DEFINE_enum(
     "dataset", "mnist", [d for d in experiment.DATASETS if d != "imagenet2012"],
@@ -93,4 +90,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    _cli.run(main)
+    startup.run(main)

@@ -1,56 +1,9 @@
-r"""Renders the combining weights of every LRLC layer of a trained model.
+"""`lrlc-visualize`: see `low_rank_local_connectivity/cli/visualize.py` (or `lrlc-visualize --help`).
 
-One PNG per LRLC layer in `--output_dir`: K heat maps (one per basis, shared
-and labelled colour scale, output rows and columns on the axes); for
-input-dependent layers one row per example test image, the image first.
-
-Example:
-
-    python scripts/visualize_combining_weights.py \
-        --model_dir=runs/paper/trans_mnist42/lrlc_input_dependent_pos2_rank4_seed0 \
-        --output_dir=runs/paper/combining_weights --num_images=4
+This file runs the command from a checkout, as the installed `lrlc-visualize` does.
 """
 
-import sys
-
-import _cli  # Before anything imports TensorFlow.
-
-_cli.start()
-
-from absl import app
-from absl import flags
-
-from low_rank_local_connectivity import run_visualization
-
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Trainer model_dir.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the PNGs go.")
-_NUM_IMAGES = flags.DEFINE_integer(
-    "num_images", 4, "Example test images for input-dependent layers."
-)
-_CHECKPOINT = flags.DEFINE_enum(
-    "checkpoint", "best", ("best", "latest"), "Checkpoint to restore."
-)
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", None, "TFDS data_dir (default: the one the run used)."
-)
-flags.mark_flags_as_required(["model_dir", "output_dir"])
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        paths = run_visualization.visualize_model_dir(
-            _MODEL_DIR.value, _OUTPUT_DIR.value, num_images=_NUM_IMAGES.value,
-            checkpoint=_CHECKPOINT.value, data_dir=_DATA_DIR.value,
-        )
-    except (TypeError, ValueError) as error:
-        sys.exit(f"error: {error}")
-    if not paths:
-        sys.exit(f"error: the model in {_MODEL_DIR.value} has no LRLC layer.")
-    for path in paths:
-        print(path)
-
+from low_rank_local_connectivity.cli import visualize
 
 if __name__ == "__main__":
-    _cli.run(main)
+    visualize.run()

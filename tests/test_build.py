@@ -35,7 +35,10 @@ def _targets():
 
 # The tools run as programs; every other file of `tools/` is a library.
 TOOL_PROGRAMS = {
-    "tools/derive_mnist_order.py", "tools/fault_campaign.py", "tools/make_layer_fixtures.py",
+    f"tools/{name}.py" for name in (
+        "derive_mnist_order", "determinism_cost", "fault_campaign",
+        "make_layer_fixtures", "make_mnist_small",
+    )
 }
 
 

@@ -1,4 +1,4 @@
-"""The start-up every script shares (`scripts/_cli.py`): quiet output, hints."""
+"""The start-up every command shares (`cli/startup.py`): quiet output, help, hints."""
 
 import importlib.util
 import logging
@@ -12,8 +12,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.conftest import noise_lines
 
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-import _cli  # noqa: E402  (the scripts' folder is on sys.path only now)
+from low_rank_local_connectivity.cli import startup as _cli
 
 # A TensorFlow C++ log line: 'I0000 00:00:1796061753.352078    3164 port.cc:153] ...'.
 _CPP_LOG_LINE = re.compile(r"^[IWEF]\d{4} ", re.MULTILINE)
@@ -81,6 +80,34 @@ def _missing_export(tmp_path, *flags, **environ):
         capture_output=True, text=True, timeout=240, cwd=tmp_path,
         env=dict(env, **environ),
     )
+
+
+@pytest.mark.parametrize("argv0, command", [
+    ("/venv/bin/lrlc-train", True),
+    ("scripts/train.py", True),
+    ("/repo/scripts/reproduce_paper.py", True),
+    ("/repo/tools/fault_campaign.py", True),
+    ("/usr/bin/python", False),
+    ("/home/me/train.py", False),  # A user's own script of the same name.
+    ("", False),
+])
+def test_only_the_package_commands_are_quieted(argv0, command):
+    assert _cli.is_command_line([argv0]) is command
+
+
+def test_installed_command_is_quiet_and_its_help_exits_zero(tmp_path):
+    command = os.path.join(os.path.dirname(sys.executable), "lrlc-export")
+    if not os.path.exists(command):
+        pytest.skip(f"{command} is not installed (pip install -e . installs it)")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    missing = subprocess.run([command, f"--model_dir={tmp_path / 'missing'}"],
+                             capture_output=True, text=True, timeout=240, env=env)
+    assert missing.returncode == 1
+    (line,) = missing.stderr.splitlines()
+    assert line.startswith("error: Invalid value for argument `model_dir`")
+    help_ = subprocess.run([command, "--help"], capture_output=True, text=True,
+                           timeout=240, env=env)
+    assert help_.returncode == 0 and help_.stdout.startswith("Exports a trained run")
 
 
 def test_scripts_are_quiet_unless_asked(tmp_path):

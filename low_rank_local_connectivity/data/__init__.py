@@ -24,7 +24,7 @@ Dataset names (docs/design.md §4):
   without TFDS.
 - 'mnist_small': a fixed, class-balanced subset of real MNIST embedded in the package
   (5,000 / 1,000 / 1,000 images from MNIST train[8%:] / train[:8%] / test, made by
-  `scripts/make_mnist_small.py`, sha256 `array_sources.MNIST_SMALL_SHA256`; MNIST
+  `tools/make_mnist_small.py`, sha256 `array_sources.MNIST_SMALL_SHA256`; MNIST
   by Yann LeCun and Corinna Cortes, CC BY-SA 3.0); same preprocessing as 'mnist';
   never touches TFDS or the network.
 - 'cifar10': train = train[10%:], valid = train[:10%], test = test; pixels in [0, 1].

@@ -54,7 +54,7 @@ _IDX_UINT8 = 0x08
 
 # The package's own files: path -> (sha256, what rebuilds it).
 _SHIPPED = {
-    names.MNIST_SMALL_PATH: (MNIST_SMALL_SHA256, "scripts/make_mnist_small.py"),
+    names.MNIST_SMALL_PATH: (MNIST_SMALL_SHA256, "tools/make_mnist_small.py"),
     MNIST_ORDER_PATH: (MNIST_ORDER_SHA256, "tools/derive_mnist_order.py"),
 }
 

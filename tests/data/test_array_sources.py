@@ -7,7 +7,6 @@ checked against the same MNIST through TFDS).
 
 import gzip
 import hashlib
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -353,12 +352,7 @@ def test_mnist_small_is_real_mnist_with_identical_preprocessing(shared_tfds_dir)
 def test_make_mnist_small_script_reproduces_the_embedded_file(
     shared_tfds_dir, tmp_path, monkeypatch
 ):
-    scripts = names.MNIST_SMALL_PATH.parents[2] / "scripts"
-    monkeypatch.syspath_prepend(str(scripts))  # The script imports scripts/_cli.py.
-    path = scripts / "make_mnist_small.py"
-    spec = importlib.util.spec_from_file_location("make_mnist_small", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from tools import make_mnist_small as script
     output = tmp_path / "mnist_small.npz"
     array_sources.write_npz(output, script.build_arrays(shared_tfds_dir, seed=0))
     assert hashlib.sha256(output.read_bytes()).hexdigest() == (

@@ -1,24 +1,21 @@
 """Training-step throughput with and without `train.deterministic`.
 
 Each round starts one process per mode (the inter-op thread pool is fixed per
-process) and times `Trainer.measure_step_throughput` for every preset's default
+process) and times `task.measure_step_throughput` for every preset's default
 model on the embedded `mnist_small`; modes alternate within a round so that both
 see the same machine load. Prints one JSON line per process and the ratio
 deterministic / default per preset and round:
 
-    python scripts/determinism_cost.py --rounds=3 > determinism_cost.jsonl
+    python -m tools.determinism_cost --rounds=3 > runs/determinism_cost.jsonl
 """
 
 import json
 import subprocess
 import sys
 
-import _cli  # Before anything imports TensorFlow.
-
-_cli.start()
-
 from absl import app
 from absl import flags
+from low_rank_local_connectivity.cli import startup
 
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds of both modes.")
 _PRESETS = flags.DEFINE_list(
@@ -52,7 +49,7 @@ def main(argv):
         rates = {}
         for deterministic in (False, True):
             output = subprocess.run(
-                [sys.executable, __file__, f"--measure={deterministic}",
+                [sys.executable, "-m", "tools.determinism_cost", f"--measure={deterministic}",
                  f"--presets={','.join(_PRESETS.value)}", f"--steps={_STEPS.value}"],
                 check=True, capture_output=True, text=True,
             ).stdout
@@ -64,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    _cli.run(main)
+    startup.run(main)

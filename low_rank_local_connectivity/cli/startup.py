@@ -1,20 +1,20 @@
-"""Start-up shared by the command-line scripts: quiet TensorFlow, helpful hints.
+"""Start-up shared by the package's commands: quiet TensorFlow, help, signals.
 
-Every script imports this module first, before anything imports TensorFlow,
-and calls `start()`. By default it drops the start-up and runtime messages of
-TensorFlow, TensorFlow Datasets and absl that tell a user nothing (the absl
-pre-initialisation banner, the oneDNN and CPU-instruction notices, the
-missing-CUDA notices of a CPU-only machine, checkpoint sharding timings, ...)
-and keeps every other line, the scripts' own progress lines included.
-TensorFlow's own INFO log records (checkpoint sharding timings, SavedModel
-fingerprints, ...) are dropped; its warnings and errors are kept.
-`--verbose` (or the environment variable `LRLC_VERBOSE=1`, which also reaches
-child processes) keeps everything. `run(main)` replaces `absl.app.run`: help
-exits with status 0, Ctrl-C and SIGTERM end in one line.
+The commands are the console scripts `COMMANDS` (`lrlc-train`, ...), installed
+with the package, and their `scripts/*.py` wrappers for a checkout. When the
+process is one of them (`is_command_line`), the package's `__init__` calls
+`quiet_start()` before anything imports TensorFlow. By default it drops the
+start-up and runtime messages of TensorFlow, TensorFlow Datasets and absl that
+tell a user nothing (the absl pre-initialisation banner, the oneDNN and
+CPU-instruction notices, the missing-CUDA notices of a CPU-only machine,
+checkpoint sharding timings, ...) and keeps every other line, the commands' own
+progress lines included. TensorFlow's own INFO log records are dropped; its
+warnings and errors are kept. `--verbose` (or the environment variable
+`LRLC_VERBOSE=1`, which also reaches child processes) keeps everything. In any
+other process (a user's program importing the package) nothing is changed.
 
-The script's own directory is on `sys.path` when it runs, which is how the
-scripts find this module; the package itself must not be imported before
-`start()`, since importing it imports TensorFlow.
+`run(main)` replaces `absl.app.run`: `--help` prints the command's docstring
+and flags and exits with status 0; Ctrl-C and SIGTERM end in one line.
 """
 
 import contextlib
@@ -32,10 +32,38 @@ from absl import flags
 
 VERBOSE_ENV = "LRLC_VERBOSE"
 
-flags.DEFINE_bool(
-    "verbose", False,
-    f"Show every TensorFlow / TFDS / absl message (or set {VERBOSE_ENV}=1).",
-)
+# Console script -> the `cli` module it runs.
+COMMANDS = {
+    "lrlc-train": "train",
+    "lrlc-reproduce": "reproduce",
+    "lrlc-export": "export",
+    "lrlc-finetune": "finetune",
+    "lrlc-visualize": "visualize",
+    "lrlc-quickstart": "quickstart",
+    "lrlc-benchmark": "benchmark",
+}
+# The files of `scripts/` (and, for tools, of `tools/`) that run a command.
+SCRIPTS = {
+    "conversion_experiment.py": None,
+    "train.py": "train",
+    "reproduce_paper.py": "reproduce",
+    "export_saved_model.py": "export",
+    "finetune_lrlc.py": "finetune",
+    "visualize_combining_weights.py": "visualize",
+    "quickstart.py": "quickstart",
+    "benchmark.py": "benchmark",
+}
+
+
+def is_command_line(argv=None):
+    """Whether this process runs one of the package's commands."""
+    argv = sys.argv if argv is None else argv
+    if not argv or not argv[0]:
+        return False
+    path = pathlib.Path(argv[0])
+    return path.name in COMMANDS or (
+        path.parent.name == "scripts" and path.name in SCRIPTS
+    ) or path.parent.name == "tools"
 
 # Messages that carry no information for a user of the scripts.
 NOISE_PATTERNS = tuple(re.compile(pattern) for pattern in (
@@ -117,18 +145,19 @@ class _DropNoise(logging.Filter):
         return not is_noise(record.getMessage())
 
 
-def start():
+def quiet_start():
     """Quiets TensorFlow unless verbose; call before TensorFlow is imported.
 
-    A source checkout also runs without `pip install -e .`: the repository is
-    put on `sys.path` when the package is not installed.
+    Under another Keras backend than TensorFlow, TensorFlow is not imported.
     """
-    if importlib.util.find_spec("low_rank_local_connectivity") is None:
-        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     if verbose_requested():
         os.environ[VERBOSE_ENV] = "1"  # Child processes too.
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or (
+        importlib.util.find_spec("tensorflow") is None
+    ):
+        return
     # TensorFlow logs its start-up notices, twice (two shared libraries), before
     # its log level applies; the CUDA probe of a CPU-only machine logs an error.
     with _stderr_without_noise():
@@ -163,14 +192,13 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
-def print_help(argv):
-    """The script's docstring as written, then its flags; exit status 0."""
-    main_module = sys.modules["__main__"]
-    print((main_module.__doc__ or "").strip() + "\n")
+def print_help(module, argv):
+    """The command module's docstring as written, then its flags."""
+    print((module.__doc__ or "").strip() + "\n")
     if "--helpfull" in argv:
         print(flags.FLAGS.get_help())
     else:
-        print(flags.FLAGS.module_help(main_module))
+        print(flags.FLAGS.module_help(module))
         print("\nThe flags of every module: --helpfull")
 
 
@@ -184,9 +212,14 @@ def run(main, flags_parser=None):
       What was interrupted cleans up on the way out (a trainer releases its
       `model_dir` lock; its last checkpoint is intact).
     """
+    if "verbose" not in flags.FLAGS:
+        flags.DEFINE_bool(
+            "verbose", False,
+            f"Show every TensorFlow / TFDS / absl message (or set {VERBOSE_ENV}=1).",
+        )
     if help_requested(sys.argv):
         flags.FLAGS.mark_as_parsed()
-        print_help(sys.argv)
+        print_help(sys.modules[main.__module__], sys.argv)
         sys.exit(0)
     signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -24,8 +24,12 @@ Usage (from the repository root), with MNIST prepared in a TFDS data_dir (for
 example by a first training run with `--config.dataset.download=True`, which
 puts it in TFDS's default data_dir, `~/tensorflow_datasets`):
 
-    python scripts/make_mnist_small.py --output=/tmp/mnist_small.npz
-    python scripts/make_mnist_small.py --tfds_data_dir=<data_dir> --output=...
+    python -m tools.make_mnist_small                     # writes runs/mnist_small.npz
+    python -m tools.make_mnist_small --tfds_data_dir=<data_dir> --output=...
+
+It writes `runs/mnist_small.npz` unless told otherwise: replacing the
+package's own file is a maintainer's deliberate step (`--output=` that path,
+then update `MNIST_SMALL_SHA256`).
 
 Exit status: 0 on success, 1 with a one-line `error:` message when the data_dir
 does not hold MNIST.
@@ -35,16 +39,13 @@ import hashlib
 import pathlib
 import sys
 
-import _cli  # Before anything imports TensorFlow.
-
-_cli.start()
-
 from absl import app
 from absl import flags
 import numpy as np
 import tensorflow_datasets as tfds
 
 from low_rank_local_connectivity import data
+from low_rank_local_connectivity.cli import startup
 from low_rank_local_connectivity.data import array_sources
 
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -55,9 +56,9 @@ _TFDS_DATA_DIR = flags.DEFINE_string(
     "~/tensorflow_datasets or $TFDS_DATA_DIR).",
 )
 _OUTPUT = flags.DEFINE_string(
-    "output",
-    str(_REPO_ROOT / "low_rank_local_connectivity" / "data" / "mnist_small.npz"),
-    "Path of the .npz file to write.",
+    "output", str(_REPO_ROOT / "runs" / "mnist_small.npz"),
+    "Path of the .npz file to write (the package's own file is "
+    "low_rank_local_connectivity/data/mnist_small.npz).",
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the subset selection.")
 
@@ -145,4 +146,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    _cli.run(main)
+    startup.run(main)
