@@ -16,6 +16,13 @@ bypass the Python signature checks, such as TF Serving, are refused too).
 `model.keras` is the Keras model (float32 logits, preprocessed inputs); it
 needs this package imported to load (custom layers).
 
+The export works for a run trained on any Keras backend. On TensorFlow the
+SavedModel is written in-process; a run of another backend (JAX) has its
+`model.keras` written first and turned into the SavedModel by a TensorFlow
+process (`KERAS_BACKEND=tensorflow python -m low_rank_local_connectivity.export`)
+where TensorFlow is installed; where it is not, `saved_model=False` exports
+`model.keras` alone and the default stops with one line naming the package.
+
 Exports are crash safe: everything is written to a staging folder inside
 `export_dir` and moved into place, `serving_metadata.json` last. An export is
 complete if and only if `serving_metadata.json` exists; an interrupted export
@@ -23,14 +30,18 @@ leaves at most a staging folder, removed by the next export.
 """
 
 import contextlib
+import importlib.util
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 
-import tensorflow as tf
+import keras
 
 from low_rank_local_connectivity import data
+from low_rank_local_connectivity import fileio
 from low_rank_local_connectivity.training import lock
 from low_rank_local_connectivity.training import runs
 
@@ -40,43 +51,66 @@ SERVING_METADATA_FILE = "serving_metadata.json"
 SERVING_SIGNATURE = "serving_default"
 
 
-class _ServingModule(tf.Module):
-    """Holds the model and the serving function (uint8 in, probabilities out)."""
+def _write_saved_model(model, dataset_config, image_shape, path):
+    """Writes the SavedModel of `model` with its serving signature (TensorFlow)."""
+    import tensorflow as tf
 
-    def __init__(self, model, dataset_config, image_shape):
-        super().__init__()
-        self.model = model
-        dataset = data.resolve_config(dataset_config)
+    dataset = data.resolve_config(dataset_config)
+    image_shape = tuple(int(d) for d in image_shape)
+    dims = ", ".join(map(str, image_shape))
+    expected = f"a uint8 tensor of shape (batch, {dims})"
+    module = tf.Module()
+    module.model = model
 
-        image_shape = tuple(int(d) for d in image_shape)
-        dims = ", ".join(map(str, image_shape))
-        expected = f"a uint8 tensor of shape (batch, {dims})"
-
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec([None, *image_shape], tf.uint8, name="images")
-            ]
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, *image_shape], tf.uint8, name="images")]
+    )
+    def serve(images):
+        # Compared as text: no broadcasting error for another rank.
+        shape = tf.shape(images)
+        received = tf.strings.reduce_join(
+            tf.strings.as_string(shape[1:]), separator=","
         )
-        def serve(images):
-            # Compared as text: no broadcasting error for another rank.
-            shape = tf.shape(images)
-            received = tf.strings.reduce_join(
-                tf.strings.as_string(shape[1:]), separator=","
-            )
-            check = tf.debugging.Assert(
-                tf.equal(received, ",".join(map(str, image_shape))),
-                [f"Invalid `images`: expected {expected}. Received shape:", shape],
-            )
-            with tf.control_dependencies([check]):
-                images = tf.identity(images)
-            inputs = dataset.serving_preprocess(images)
-            logits = tf.cast(self.model(inputs, training=False), tf.float32)
-            return {
-                "probabilities": tf.nn.softmax(logits),
-                "classes": tf.argmax(logits, axis=-1, output_type=tf.int32),
-            }
+        check = tf.debugging.Assert(
+            tf.equal(received, ",".join(map(str, image_shape))),
+            [f"Invalid `images`: expected {expected}. Received shape:", shape],
+        )
+        with tf.control_dependencies([check]):
+            images = tf.identity(images)
+        inputs = dataset.serving_preprocess(images)
+        logits = tf.cast(module.model(inputs, training=False), tf.float32)
+        return {
+            "probabilities": tf.nn.softmax(logits),
+            "classes": tf.argmax(logits, axis=-1, output_type=tf.int32),
+        }
 
-        self.serve = serve
+    module.serve = serve
+    tf.saved_model.save(module, path, signatures={SERVING_SIGNATURE: serve})
+
+
+def _saved_model_from_keras_file(keras_path, dataset_config, image_shape, path):
+    """Writes the SavedModel of a `.keras` file in a TensorFlow process.
+
+    Raises:
+        ValueError: if TensorFlow is not installed (one line naming it).
+        OSError: if that process fails (its last output lines say why).
+    """
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ValueError(
+            "A SavedModel export needs TensorFlow, which is not installed: "
+            "pip install tensorflow, or pass saved_model=False "
+            "(--saved_model=false) to export model.keras alone."
+        )
+    arguments = json.dumps(dict(keras=keras_path, dataset=dataset_config.to_dict(),
+                                image_shape=list(image_shape), path=path))
+    result = subprocess.run(
+        [sys.executable, "-m", "low_rank_local_connectivity.export", arguments],
+        capture_output=True, text=True,
+        env=dict(os.environ, KERAS_BACKEND="tensorflow"),
+    )
+    if result.returncode:
+        tail = " ".join(result.stderr.strip().splitlines()[-3:])
+        raise OSError(f"The TensorFlow process writing {path} failed: {tail}")
 
 
 _STAGING_PREFIX = ".staging-"
@@ -84,7 +118,7 @@ _STAGING_PREFIX = ".staging-"
 
 def _remove_stale_staging(export_dir):
     """Removes the staging folders of exports that are no longer running."""
-    for name in tf.io.gfile.listdir(export_dir):
+    for name in fileio.listdir(export_dir):
         name = name.rstrip("/")
         if not name.startswith(_STAGING_PREFIX):
             continue
@@ -96,7 +130,7 @@ def _remove_stale_staging(export_dir):
             if (host == socket.gethostname() and pid != os.getpid()
                     and lock.process_alive(pid)):
                 continue  # A concurrent export on this host.
-        tf.io.gfile.rmtree(os.path.join(export_dir, name))
+        fileio.rmtree(os.path.join(export_dir, name))
 
 
 def load_serving_function(export_dir):
@@ -118,14 +152,16 @@ def load_serving_function(export_dir):
     Raises:
         ValueError: if `export_dir` holds no complete export.
     """
+    import tensorflow as tf
+
     metadata_path = os.path.join(export_dir, SERVING_METADATA_FILE)
-    if not tf.io.gfile.exists(metadata_path):
+    if not fileio.exists(metadata_path):
         raise ValueError(
             "Invalid value for argument `export_dir`. Expected a directory "
             f"with a complete export ({SERVING_METADATA_FILE} is written "
             f"last). Received: {export_dir!r}"
         )
-    with tf.io.gfile.GFile(metadata_path) as f:
+    with fileio.open_file(metadata_path) as f:
         image_shape = tuple(json.load(f)["input_shape"])
     serve = tf.saved_model.load(
         os.path.join(export_dir, SAVED_MODEL_DIR)
@@ -160,7 +196,7 @@ def load_serving_function(export_dir):
     return serve_checked
 
 
-def export_model(model_dir, export_dir, *, checkpoint="best"):
+def export_model(model_dir, export_dir, *, checkpoint="best", saved_model=True):
     """Exports a run as a SavedModel with a serving signature and `.keras`.
 
     Writes `export_dir/saved_model/`, `export_dir/model.keras` and
@@ -170,72 +206,91 @@ def export_model(model_dir, export_dir, *, checkpoint="best"):
     never leaves a half-written file in place of a complete one.
 
     Args:
-        model_dir: str, a run directory written by the trainer.
+        model_dir: str, a run directory written by the trainer (any backend).
         export_dir: str, output directory (created; existing exports in it are
             replaced).
         checkpoint: 'best', 'latest' or a checkpoint prefix.
+        saved_model: bool, also write the SavedModel (it needs TensorFlow).
 
     Returns:
-        dict with the paths 'saved_model', 'keras', 'metadata' and the exported
-        'checkpoint' and 'step'.
+        dict with the paths 'saved_model' (None without it), 'keras',
+        'metadata' and the exported 'checkpoint' and 'step'.
 
     Raises:
-        ValueError: if `model_dir` is not a run directory or the checkpoint
-            does not exist.
-        OSError, tf.errors.OpError: if writing fails (the previous export
-            in `export_dir` is left as it was).
+        ValueError: if `model_dir` is not a run directory, the checkpoint
+            does not exist, or a SavedModel is asked for without TensorFlow.
+        OSError: if writing fails (the previous export in `export_dir` is
+            left as it was).
     """
     run = runs.open_run(model_dir)
     model, path, step = run.load_model(checkpoint)
     config, metadata = run.config, run.metadata
     image_shape = tuple(config.model.input_shape)
-    module = _ServingModule(model, config.dataset, image_shape)
-    tf.io.gfile.makedirs(export_dir)
+    fileio.makedirs(export_dir)
     _remove_stale_staging(export_dir)
     token = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"
     staging = os.path.join(export_dir, f"{_STAGING_PREFIX}{token}")
-    tf.io.gfile.makedirs(staging)
+    fileio.makedirs(staging)
+    names = [KERAS_FILE, SERVING_METADATA_FILE]
     try:
-        tf.saved_model.save(
-            module, os.path.join(staging, SAVED_MODEL_DIR),
-            signatures={SERVING_SIGNATURE: module.serve},
-        )
         model.save(os.path.join(staging, KERAS_FILE))
+        if saved_model:
+            names.insert(0, SAVED_MODEL_DIR)
+            target = os.path.join(staging, SAVED_MODEL_DIR)
+            if keras.backend.backend() == "tensorflow":
+                _write_saved_model(model, config.dataset, image_shape, target)
+            else:
+                _saved_model_from_keras_file(
+                    os.path.join(staging, KERAS_FILE), config.dataset, image_shape,
+                    target,
+                )
         serving_metadata = dict(
             dataset=config.dataset.name,
             class_names=list(metadata["class_names"]),
             input_shape=list(image_shape),
             input_dtype="uint8",
-            signature=SERVING_SIGNATURE,
+            signature=SERVING_SIGNATURE if saved_model else None,
             outputs=["probabilities", "classes"],
             checkpoint=path,
             step=step,
         )
-        with tf.io.gfile.GFile(os.path.join(staging, SERVING_METADATA_FILE), "w") as f:
+        with fileio.open_file(os.path.join(staging, SERVING_METADATA_FILE), "w") as f:
             f.write(json.dumps(serving_metadata, indent=2))
     except BaseException:  # A failed export leaves the previous one as it was.
-        with contextlib.suppress(OSError, tf.errors.OpError):
-            tf.io.gfile.rmtree(staging)
+        with contextlib.suppress(*fileio.io_errors()):
+            fileio.rmtree(staging)
         raise
     metadata_path = os.path.join(export_dir, SERVING_METADATA_FILE)
-    saved_model_path = os.path.join(export_dir, SAVED_MODEL_DIR)
-    keras_path = os.path.join(export_dir, KERAS_FILE)
     # Commit: un-mark the old export, move the new files in, mark it complete.
-    if tf.io.gfile.exists(metadata_path):
-        tf.io.gfile.remove(metadata_path)
-    for name in (SAVED_MODEL_DIR, KERAS_FILE, SERVING_METADATA_FILE):
+    if fileio.exists(metadata_path):
+        fileio.remove(metadata_path)
+    for name in [SAVED_MODEL_DIR, *names] if not saved_model else names:
         target = os.path.join(export_dir, name)
-        if tf.io.gfile.isdir(target):
+        if fileio.isdir(target):
             trash = os.path.join(export_dir, f"{_STAGING_PREFIX}{token}-old")
-            tf.io.gfile.rename(target, trash)
-            tf.io.gfile.rmtree(trash)
-        tf.io.gfile.rename(os.path.join(staging, name), target, overwrite=True)
-    tf.io.gfile.rmtree(staging)
+            fileio.rename(target, trash)
+            fileio.rmtree(trash)
+        if name in names:  # (A SavedModel of an earlier export is removed.)
+            fileio.rename(os.path.join(staging, name), target)
+    fileio.rmtree(staging)
     return dict(
-        saved_model=saved_model_path,
-        keras=keras_path,
+        saved_model=os.path.join(export_dir, SAVED_MODEL_DIR) if saved_model else None,
+        keras=os.path.join(export_dir, KERAS_FILE),
         metadata=metadata_path,
         checkpoint=path,
         step=step,
     )
 
+
+def _main(argv):
+    """A TensorFlow process turning a `.keras` file into the SavedModel."""
+    import ml_collections
+
+    arguments = json.loads(argv[1])
+    model = keras.saving.load_model(arguments["keras"])
+    _write_saved_model(model, ml_collections.ConfigDict(arguments["dataset"]),
+                       arguments["image_shape"], arguments["path"])
+
+
+if __name__ == "__main__":
+    _main(sys.argv)

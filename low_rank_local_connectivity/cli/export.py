@@ -26,13 +26,13 @@ import sys
 
 from absl import app
 from absl import flags
-import tensorflow as tf
 
 from low_rank_local_connectivity import export
+from low_rank_local_connectivity import fileio
 from low_rank_local_connectivity.cli import startup
 
 _MODEL_DIR = flags.DEFINE_string(
-    "model_dir", None, "Run directory written by scripts/train.py."
+    "model_dir", None, "Run directory written by lrlc-train (any backend)."
 )
 _EXPORT_DIR = flags.DEFINE_string(
     "export_dir", None, "Output directory (default: <model_dir>/export)."
@@ -40,6 +40,10 @@ _EXPORT_DIR = flags.DEFINE_string(
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", "best",
     "'best' (best validation accuracy), 'latest', or a checkpoint prefix.",
+)
+_SAVED_MODEL = flags.DEFINE_bool(
+    "saved_model", True,
+    "Also write the SavedModel (needs TensorFlow); false: model.keras alone.",
 )
 flags.mark_flag_as_required("model_dir")
 
@@ -50,13 +54,14 @@ def main(argv):
     export_dir = _EXPORT_DIR.value or os.path.join(_MODEL_DIR.value, "export")
     try:
         paths = export.export_model(
-            _MODEL_DIR.value, export_dir, checkpoint=_CHECKPOINT.value
+            _MODEL_DIR.value, export_dir, checkpoint=_CHECKPOINT.value,
+            saved_model=_SAVED_MODEL.value,
         )
-    except (TypeError, ValueError, OSError, tf.errors.OpError) as error:
+    except (TypeError, ValueError, *fileio.io_errors()) as error:
         sys.exit(f"error: {' '.join(str(error).split())}")
     print(json.dumps(paths, indent=2))
 
 
 def run():
-    """The `lrlc-export` command (also `lrlc-export`)."""
+    """The `lrlc-export` command (also `python scripts/export_saved_model.py`)."""
     startup.run(main)

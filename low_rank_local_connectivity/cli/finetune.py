@@ -96,5 +96,5 @@ def main(argv):
 
 
 def run():
-    """The `lrlc-finetune` command (also `lrlc-finetune`)."""
+    """The `lrlc-finetune` command."""
     startup.run(main)

@@ -65,5 +65,5 @@ def main(argv):
 
 
 def run():
-    """The `lrlc-quickstart` command (also `lrlc-quickstart`)."""
+    """The `lrlc-quickstart` command."""
     startup.run(main)

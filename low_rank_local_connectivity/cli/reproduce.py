@@ -197,5 +197,5 @@ def main(argv):
 
 
 def run():
-    """The `lrlc-reproduce` command (also `lrlc-reproduce`)."""
+    """The `lrlc-reproduce` command."""
     startup.run(main)

@@ -91,5 +91,5 @@ def main(argv):
 
 
 def run():
-    """The `lrlc-train` command (also `lrlc-train`)."""
+    """The `lrlc-train` command."""
     startup.run(main, flags_parser=parse_flags)

@@ -50,5 +50,5 @@ def main(argv):
 
 
 def run():
-    """The `lrlc-visualize` command (also `lrlc-visualize`)."""
+    """The `lrlc-visualize` command."""
     startup.run(main)

@@ -190,3 +190,45 @@ def test_data_parallel_over_two_host_devices_matches_one_device(tmp_path):
     for key in w1.files:
         np.testing.assert_allclose(w1[key], w2[key], rtol=1e-4, atol=1e-6)
     assert r2["test"]["num_examples"] == 1000
+
+
+def test_export_of_a_jax_run_writes_keras_and_a_saved_model_where_tensorflow_is(
+        finished, tmp_path):
+    import importlib.util
+
+    from low_rank_local_connectivity import export
+
+    model_dir, controller, _ = finished
+    paths = export.export_model(str(model_dir), str(tmp_path / "keras"),
+                                checkpoint="latest", saved_model=False)
+    assert paths["saved_model"] is None and sorted(os.listdir(tmp_path / "keras")) == [
+        export.KERAS_FILE, export.SERVING_METADATA_FILE]
+    images = np.random.default_rng(0).random((4, 28, 28, 1), np.float32)
+    reloaded = keras.saving.load_model(paths["keras"])
+    np.testing.assert_allclose(reloaded(images), controller.task.model(images), atol=1e-6)
+    if importlib.util.find_spec("tensorflow") is None:
+        with pytest.raises(ValueError, match="needs TensorFlow, which is not installed: "
+                                             "pip install tensorflow") as error:
+            export.export_model(str(model_dir), str(tmp_path / "full"))
+        assert "\n" not in str(error.value)
+        assert not (tmp_path / "full" / export.SERVING_METADATA_FILE).exists()
+        return
+    # A TensorFlow process writes the SavedModel from the .keras file.
+    paths = export.export_model(str(model_dir), str(tmp_path / "full"), checkpoint="latest")
+    pixels = np.random.default_rng(1).integers(0, 256, (4, 28, 28, 1), np.uint8)
+    np.save(tmp_path / "x.npy", pixels)
+    served = subprocess.run(
+        [sys.executable, "-c", (
+            "import sys, numpy as np, tensorflow as tf; "
+            f"f = tf.saved_model.load({paths['saved_model']!r}).signatures['serving_default']; "
+            f"x = np.load({str(tmp_path / 'x.npy')!r}); "
+            "print(repr(f(images=tf.constant(x))['probabilities'].numpy().tolist()))")],
+        capture_output=True, text=True, env=dict(os.environ, KERAS_BACKEND="tensorflow"),
+        timeout=300,
+    )
+    assert served.returncode == 0, served.stderr[-2000:]
+    low, high = training.open_run(str(model_dir)).metadata["value_range"]
+    expected = keras.ops.softmax(controller.task.model(
+        low + pixels.astype("float32") / 255.0 * (high - low)))
+    np.testing.assert_allclose(eval(served.stdout.strip().splitlines()[-1]), expected,
+                               atol=1e-5)
