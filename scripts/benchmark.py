@@ -18,6 +18,8 @@ Examples:
   # Training throughput of the simple model per layer type: the real trainer and
   # input pipeline versus the same training step on one batch held in memory.
   python scripts/benchmark.py --layers= --training=mnist_small_conv,mnist_small_lrlc
+  # The same layers in bfloat16 (Keras' and tf_keras' 'mixed_bfloat16' policy).
+  python scripts/benchmark.py --mixed_precision=mixed_bfloat16 --output_dir=/tmp/bf16
 
 Training throughput runs `training.train_and_evaluate` on the embedded MNIST subset
 (no external data) and reports its steady-state examples/s (the first, tracing step
@@ -27,7 +29,9 @@ excluded), next to `Trainer.measure_step_throughput` of the same configuration.
 import json
 import os
 import pathlib
+import shlex
 import statistics
+import sys
 import time
 
 from absl import app
@@ -79,6 +83,11 @@ flags.DEFINE_list(
     "measure, e.g. mnist_small_conv,mnist_small_lrlc.",
 )
 flags.DEFINE_integer("training_steps", 40, "Trainer steps per training benchmark.")
+flags.DEFINE_enum(
+    "mixed_precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
+    "Dtype policy of every layer timed (Keras and tf_keras) and of the "
+    "training benchmarks' config.train.mixed_precision.",
+)
 flags.DEFINE_string("output_dir", None, "Writes benchmark.json and benchmark.md here.")
 
 
@@ -129,12 +138,12 @@ def _steps(layer, inputs, jit):
     import tensorflow as tf
 
     outputs = layer(inputs)  # builds
-    upstream = tf.random.stateless_normal(outputs.shape, seed=(1, 2))
+    upstream = tf.cast(tf.random.stateless_normal(outputs.shape, seed=(1, 2)), outputs.dtype)
     variables = list(layer.trainable_variables)
 
     @tf.function(jit_compile=jit)
     def forward():
-        return tf.reduce_sum(layer(inputs))
+        return tf.cast(tf.reduce_sum(layer(inputs)), tf.float32)
 
     @tf.function(jit_compile=jit)
     def forward_backward():
@@ -145,7 +154,8 @@ def _steps(layer, inputs, jit):
         # The outputs are part of the result, as a loss would be: otherwise graph
         # pruning drops a forward pass whose values the backward pass does not read
         # (a convolution's), and the step would time the backward pass alone.
-        return tf.add_n([tf.reduce_sum(outputs)] + [tf.reduce_sum(g) for g in gradients])
+        sums = [tf.reduce_sum(outputs)] + [tf.reduce_sum(g) for g in gradients]
+        return tf.add_n([tf.cast(value, tf.float32) for value in sums])
 
     return {"forward": forward, "forward_backward": forward_backward}
 
@@ -183,6 +193,7 @@ def benchmark_shape(batch_size, shape, rank, layer_names, mode):
                     step().numpy()
                 row[f"{kind}_peak_memory_mb"] = _peak_memory_bytes(step) / 2**20
             row["params"] = int(sum(v.shape.num_elements() for v in layer.trainable_variables))
+            row["compute_dtype"] = layer.compute_dtype
         except (tf.errors.OpError, ValueError) as error:  # e.g. XLA unsupported op
             steps.pop(name, None)
             row["note"] = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:120]}"
@@ -260,6 +271,7 @@ def benchmark_training(preset, steps, workdir):
 
     config = experiment.get_config(preset)
     train = config.train
+    train.mixed_precision = FLAGS.mixed_precision
     train.train_steps = train.eval_every_steps = train.checkpoint_every_steps = steps
     train.log_every_steps = max(steps // 4, 1)
     # The in-memory step is timed before and after the trainer run, and averaged,
@@ -321,10 +333,16 @@ def main(argv):
         )
     import tempfile
 
+    import keras
     import tensorflow as tf
+    import tf_keras
+
+    keras.config.set_dtype_policy(FLAGS.mixed_precision)
+    tf_keras.mixed_precision.set_global_policy(FLAGS.mixed_precision)
 
     cpu = os.cpu_count()
-    print(f"TensorFlow {tf.__version__}; {cpu} CPU cores; batch {batch_size}", flush=True)
+    print(f"TensorFlow {tf.__version__}; {cpu} CPU cores; batch {batch_size}; "
+          f"{FLAGS.mixed_precision}", flush=True)
     rows = []
     for mode in FLAGS.modes if layer_names else []:
         for shape in shapes:
@@ -345,7 +363,9 @@ def main(argv):
         out = pathlib.Path(FLAGS.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "benchmark.json").write_text(json.dumps(
-            dict(tensorflow=tf.__version__, cpu_count=cpu, reference=REFERENCE, rows=rows,
+            dict(tensorflow=tf.__version__, cpu_count=cpu, reference=REFERENCE,
+                 mixed_precision=FLAGS.mixed_precision,
+                 command=shlex.join(["python"] + sys.argv), rows=rows,
                  training=training_rows),
             indent=1))
         tables = [ratio_table(rows), markdown_table(rows)] if rows else []

@@ -61,3 +61,22 @@ def test_benchmark_training_throughput_against_the_in_memory_step(tmp_path):
     assert row["ratio"] == row["trainer_examples_per_second"] / row["step_examples_per_second"]
     table = (tmp_path / "benchmark.md").read_text()
     assert table.startswith("| preset | batch |") and "| mnist_small_lrlc | 128 |" in table
+
+
+def test_benchmark_times_the_layers_in_the_precision_asked_for(tmp_path):
+    subprocess.run(
+        [
+            sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"),
+            "--preset=smoke", "--modes=graph", "--repeats=1", "--warmup=0",
+            "--layers=lrlc,lc,tf_keras_lc1", "--mixed_precision=mixed_bfloat16",
+            f"--output_dir={tmp_path}",
+        ],
+        check=True, capture_output=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    assert report["mixed_precision"] == "mixed_bfloat16"
+    assert "--mixed_precision=mixed_bfloat16" in report["command"]
+    assert {row["layer"]: row["compute_dtype"] for row in report["rows"]} == {
+        name: "bfloat16" for name in ("conv_kf", "lrlc", "lc", "tf_keras_lc1")
+    }
+    assert all(row["forward_backward_ms"] > 0 for row in report["rows"])
