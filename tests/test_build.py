@@ -37,7 +37,7 @@ def _targets():
 TOOL_PROGRAMS = {
     f"tools/{name}.py" for name in (
         "derive_mnist_order", "determinism_cost", "fault_campaign",
-        "make_layer_fixtures", "make_mnist_small",
+        "make_layer_fixtures", "make_mnist_small", "precision_throughput",
     )
 }
 
