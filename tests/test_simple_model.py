@@ -7,6 +7,7 @@ import keras
 import ml_collections
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from low_rank_local_connectivity import models
 from low_rank_local_connectivity.models import simple_model
@@ -223,6 +224,49 @@ def test_logits_are_float32_under_mixed_precision():
     logits = model(np.zeros((2, 8, 8, 1), "float32"))
     assert logits.dtype == "float32"
 
+
+
+def _loss_and_gradients(model, images, labels):
+    with tf.GradientTape() as tape:
+        logits = model(images, training=True)
+        loss = tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+    return logits, tape.gradient(loss, model.trainable_variables)
+
+
+@pytest.mark.parametrize("preset", SIMPLE_PRESETS)
+def test_mixed_bfloat16_training_pass_agrees_with_float32(preset):
+    """Same weights: logits, gradients and batch statistics within bfloat16 round-off."""
+    keras.utils.set_random_seed(0)
+    config = _config(preset, num_classes=5, input_shape=(14, 14, 1),
+                     num_filters=(16, 16, 16))
+    model = models.build_model(config)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        bf16_model = models.build_model(config)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    bf16_model.set_weights(model.get_weights())
+    assert bf16_model.get_layer("block2_bn").compute_dtype == "bfloat16"
+    rng = np.random.default_rng(3)
+    images = rng.uniform(size=(16, 14, 14, 1)).astype("float32")
+    labels = rng.integers(0, 5, 16)
+    logits, grads = _loss_and_gradients(model, images, labels)
+    bf16_logits, bf16_grads = _loss_and_gradients(bf16_model, images, labels)
+    assert bf16_logits.dtype == "float32"
+    assert all(g.dtype == "float32" for g in bf16_grads)
+    # Measured: logits within 0.6% of their scale, gradients within 11% (the LC
+    # kernel's, summed over 16 examples only) and 4% for the other presets.
+    scale = float(tf.reduce_max(tf.abs(logits)))
+    np.testing.assert_allclose(bf16_logits, logits, atol=0.02 * scale)
+    flat, bf16_flat = (
+        tf.concat([tf.reshape(g, [-1]) for g in gs], 0) for gs in (grads, bf16_grads)
+    )
+    assert float(tf.norm(bf16_flat - flat) / tf.norm(flat)) < 0.2
+    for name in ("block1_bn", "block2_bn", "block3_bn"):
+        for a, b in zip(model.get_layer(name).non_trainable_weights,
+                        bf16_model.get_layer(name).non_trainable_weights):
+            np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=0.03, atol=0.01)
 
 def test_every_preset_is_a_full_config():
     for preset in models.MODEL_CONFIGS:
