@@ -12,6 +12,8 @@ hand-written gradient too; its reference is autodiff of strided slices, and the
 layer's gradients are checked against tf_keras' LocallyConnected2D.
 """
 
+import hashlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -175,6 +177,30 @@ def test_position_major_patches_equal_autodiff_of_strided_slices(size, kernel_si
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, atol=ATOL, rtol=1e-5)
 
+
+
+@pytest.mark.parametrize(
+    "size,kernel_size,strides,digest",
+    [((9, 8), (3, 3), (1, 1), "75f9b673020fe353"),
+     ((10, 9), (3, 2), (2, 3), "4fd962587ae955a7"),
+     ((8, 11), (2, 4), (3, 1), "ac13aa91679337f9"),
+     ((26, 26), (3, 3), (1, 1), "0efe99748cd61530")],
+)
+def test_position_major_patches_float32_gradient_bits_are_unchanged(
+        size, kernel_size, strides, digest):
+    """SHA-256 of the float32 input gradient, recorded before the gradient split
+    the upstream windows instead of transposing them: the same sums, same bits."""
+    rng = np.random.default_rng(2)
+    output_size = tuple((n - k) // s + 1 for n, k, s in zip(size, kernel_size, strides))
+    x = rng.normal(size=(*size, 2, 3)).astype("float32")
+    upstream = tf.constant(
+        rng.normal(size=(*output_size, 2, kernel_size[0] * kernel_size[1] * 3)).astype("float32")
+    )
+    _, d_x = values_and_gradients(
+        lambda v: layers.position_major_patches(v, kernel_size, strides, output_size),
+        [x], upstream,
+    )
+    assert hashlib.sha256(d_x.numpy().tobytes()).hexdigest()[:16] == digest
 
 @pytest.mark.parametrize("strides", [1, 2, (1, 2)])
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
