@@ -2,11 +2,10 @@ r"""Training-step throughput of the small presets in float32 and mixed_bfloat16.
 
 For every case -- a model preset of the embedded MNIST subset
 (`mnist_small_<preset>`, configs/experiment.py), optionally with config
-overrides -- and every precision, builds the real `Trainer` on a scratch
-`model_dir` and times its compiled training step with
-`Trainer.measure_step_throughput` (one batch held in memory, no input
-pipeline). All trainers live in one process and are timed in interleaved
-rounds, the order of the precisions alternating from round to round, because
+overrides -- and every precision, builds the training task the trainer runs
+(`training.create_task`) and times its compiled training step with
+`measure_step_throughput` (one batch held in memory, no input pipeline). All
+tasks live in one process and are timed in interleaved rounds, the order of the precisions alternating from round to round, because
 this machine's speed drifts with its load; the 1-minute load average is
 recorded with every measurement.
 
@@ -27,7 +26,6 @@ import pathlib
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -54,7 +52,7 @@ _PRECISIONS = flags.DEFINE_list(
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed training steps per measurement.")
 _WARMUP_STEPS = flags.DEFINE_integer(
-    "warmup_steps", 3, "Untimed steps per trainer before the first round.")
+    "warmup_steps", 3, "Untimed steps per task before the first round.")
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", str(REPO_ROOT / "runs" / "precision_throughput"),
     "Where throughput.json and throughput.md are written.",
@@ -107,25 +105,26 @@ def cpu_description():
     return f"{model} ({', '.join(bf16) or 'no bfloat16 instructions'})"
 
 
-def build_trainers(cases, precisions, workdir):
-    """{(case, precision): Trainer}, each warmed up (the first step traces)."""
+def build_tasks(cases, precisions):
+    """{(case, precision): training task}, each warmed up (the first step traces)."""
+    from low_rank_local_connectivity import training
     from low_rank_local_connectivity.configs import experiment
-    from low_rank_local_connectivity.training import Trainer
 
-    trainers = {}
+    tasks = {}
     for case in cases:
         preset, overrides = parse_case(case)
         for precision in precisions:
             config = experiment.get_config(f"{DATASET}_{preset}")
             config.update_from_flattened_dict(
                 dict(overrides, **{"train.mixed_precision": precision}))
-            trainer = Trainer(config, str(workdir / f"{len(trainers)}"))
-            trainer.measure_step_throughput(num_steps=1, warmup_steps=_WARMUP_STEPS.value)
-            trainers[(case, precision)] = trainer
-    return trainers
+            training.validate_config(config)
+            task = training.create_task(config)
+            task.measure_step_throughput(num_steps=1, warmup_steps=_WARMUP_STEPS.value)
+            tasks[(case, precision)] = task
+    return tasks
 
 
-def measure(trainers, cases, precisions, rounds, steps):
+def measure(tasks, cases, precisions, rounds, steps):
     """Rows {case, precision, round, examples_per_second, load_average}."""
     rows = []
     for round_index in range(rounds):
@@ -133,7 +132,7 @@ def measure(trainers, cases, precisions, rounds, steps):
         for case in cases:
             for precision in order:
                 load = load_average()
-                rate = trainers[(case, precision)].measure_step_throughput(
+                rate = tasks[(case, precision)].measure_step_throughput(
                     num_steps=steps, warmup_steps=0)
                 rows.append(dict(case=case, precision=precision, round=round_index,
                                  examples_per_second=rate, load_average=load))
@@ -178,8 +177,9 @@ def markdown(report, layer_benchmark):
         f"Batch {report['batch_size']}; {report['steps']} timed steps per "
         f"measurement, {report['rounds']} interleaved rounds.",
         "",
-        "Each cell: median examples/s of the real trainer's compiled step "
-        "(`Trainer.measure_step_throughput`, one batch in memory) over the rounds, "
+        "Each cell: median examples/s of the trainer's compiled training step "
+        "(`measure_step_throughput` of `training.create_task`, one batch in memory) "
+        "over the rounds, "
         "[min–max]. Ratio: median over rounds of the per-round ratio to "
         f"{precisions[0]}. Load: 1-minute load average during the case (min–max).",
         "",
@@ -237,10 +237,9 @@ def main(argv):
     import keras
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory() as workdir:
-        trainers = build_trainers(cases, precisions, pathlib.Path(workdir))
-        batch_size = next(iter(trainers.values())).config.train.batch_size
-        rows = measure(trainers, cases, precisions, _ROUNDS.value, _STEPS.value)
+    tasks = build_tasks(cases, precisions)
+    batch_size = next(iter(tasks.values())).config.train.batch_size
+    rows = measure(tasks, cases, precisions, _ROUNDS.value, _STEPS.value)
     report = dict(
         command=shlex.join(["python", "-m", "tools.precision_throughput"] + sys.argv[1:]),
         tensorflow=tf.__version__, keras=keras.__version__, cpu=cpu_description(),
