@@ -14,7 +14,7 @@ def test_a_case_is_a_preset_with_typed_config_overrides():
     assert pt.parse_case("lrlc:model.normalize_weights=norm") == (
         "lrlc", {"model.normalize_weights": "norm"}
     )
-    with pytest.raises(app.UsageError, match="preset:key=value"):
+    with pytest.raises(app.UsageError, match="model:key=value"):
         pt.parse_case("lrlc:model.spatial_rank")
 
 

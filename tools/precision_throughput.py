@@ -1,7 +1,7 @@
 r"""Training-step throughput of the small presets in float32 and mixed_bfloat16.
 
-For every case -- a model preset of the embedded MNIST subset
-(`mnist_small_<preset>`, configs/experiment.py), optionally with config
+For every case -- an experiment preset of the embedded MNIST subset
+(`mnist_small_<model config>`, configs/experiment.py), optionally with config
 overrides -- and every precision, builds the training task the trainer runs
 (`training.create_task`) and times its compiled training step with
 `measure_step_throughput` (one batch held in memory, no input pipeline). All
@@ -36,14 +36,14 @@ from absl import flags
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATASET = "mnist_small"
 DEFAULT_CASES = (
-    "conv", "lrlc:model.spatial_rank=4", "lc", "lrlc_input_dependent",
+    "conv", "lrlc:model.spatial_rank=4", "locally_connected", "lrlc_input_dependent",
     "wide_conv", "coord_conv",
 )
 
 _CASES = flags.DEFINE_list(
     "cases", list(DEFAULT_CASES),
-    f"Model presets of {DATASET}_<preset>, each optionally followed by "
-    "':key=value' config overrides, e.g. lrlc:model.spatial_rank=4.",
+    f"Model configs of the {DATASET}_<model config> presets, each optionally "
+    "followed by ':key=value' config overrides, e.g. lrlc:model.spatial_rank=4.",
 )
 _PRECISIONS = flags.DEFINE_list(
     "precisions", ["float32", "mixed_bfloat16"],
@@ -65,19 +65,19 @@ _LAYER_BENCHMARK_DIR = flags.DEFINE_string(
 
 
 def parse_case(text):
-    """'preset:key=value:...' -> (preset, {dotted key: value})."""
-    preset, *assignments = text.split(":")
+    """'model:key=value:...' -> (model config name, {dotted key: value})."""
+    model, *assignments = text.split(":")
     overrides = {}
     for assignment in assignments:
         key, sep, value = assignment.partition("=")
         if not sep or not key:
             raise app.UsageError(
-                f"--cases: expected preset:key=value, got {text!r}")
+                f"--cases: expected model:key=value, got {text!r}")
         try:
             overrides[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             overrides[key] = value
-    return preset, overrides
+    return model, overrides
 
 
 def load_average():
@@ -112,9 +112,9 @@ def build_tasks(cases, precisions):
 
     tasks = {}
     for case in cases:
-        preset, overrides = parse_case(case)
+        model, overrides = parse_case(case)
         for precision in precisions:
-            config = experiment.get_config(f"{DATASET}_{preset}")
+            config = experiment.get_config(f"{DATASET}_{model}")
             config.update_from_flattened_dict(
                 dict(overrides, **{"train.mixed_precision": precision}))
             training.validate_config(config)
