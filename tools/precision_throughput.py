@@ -5,9 +5,10 @@ For every case -- an experiment preset of the embedded MNIST subset
 overrides -- and every precision, builds the training task the trainer runs
 (`training.create_task`) and times its compiled training step with
 `measure_step_throughput` (one batch held in memory, no input pipeline). All
-tasks live in one process and are timed in interleaved rounds, the order of the precisions alternating from round to round, because
-this machine's speed drifts with its load; the 1-minute load average is
-recorded with every measurement.
+tasks live in one process and are timed in interleaved rounds, the order of
+the precisions alternating from round to round, because this machine's speed
+drifts with its load; the 1-minute load average is recorded with every
+measurement.
 
     python -m tools.precision_throughput --output_dir=docs/benchmark/precision
 
