@@ -22,7 +22,6 @@ Exit status: 0 on success, 1 with a one-line `error:` message.
 
 import sys
 
-from absl import app
 from absl import flags
 
 from low_rank_local_connectivity import data
@@ -54,8 +53,7 @@ flags.mark_flags_as_required(["output_dir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # Flags only (`startup.run` refuses positional arguments).
     if not all(seed.lstrip("-").isdigit() for seed in _SEEDS.value):
         sys.exit(f"error: --seeds expects integers, received {_SEEDS.value}")
     seeds = [int(seed) for seed in _SEEDS.value]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from low_rank_local_connectivity.models import batch_norm
+from low_rank_local_connectivity.layers import fused_batch_normalization as batch_norm
 
 MOMENTUM, EPSILON = 0.9, 1e-5
 SHAPE = (6, 5, 4, 3)

@@ -43,6 +43,26 @@ def load_outputs(out):
     return [weights[k] for k in weights.files], [optimizer[k] for k in optimizer.files], info
 
 
+class StartOfRun:
+    """A callback keeping the controller and the step a run (re)started from."""
+
+    controller = step = None
+
+    def on_train_begin(self, controller):
+        self.controller, self.step = controller, controller.step
+
+
+def train_quietly(config, model_dir, **kwargs):
+    """`train_and_evaluate` without progress lines -> (StartOfRun, results)."""
+    from low_rank_local_connectivity import training
+
+    start = StartOfRun()
+    results = training.train_and_evaluate(
+        config, str(model_dir), callbacks=[start, *kwargs.pop("callbacks", ())],
+        progress=False, **kwargs)
+    return start, results
+
+
 def tiny_overrides(**extra):
     """Flattened config overrides of a small, fast variant of the paper's
     network on the embedded dataset (8 filters, no global pooling, 6 steps)."""

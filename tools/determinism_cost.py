@@ -13,7 +13,6 @@ import json
 import subprocess
 import sys
 
-from absl import app
 from absl import flags
 from low_rank_local_connectivity.cli import startup
 
@@ -40,8 +39,7 @@ def _measure(deterministic):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # Flags only (`startup.run` refuses positional arguments).
     if _MEASURE.value is not None:
         print(json.dumps(_measure(_MEASURE.value)))
         return

@@ -47,55 +47,33 @@ def _lrlc(share_row, share_col, **kwargs):
 # name: (function returning the layer, input shape without the batch axis).
 LAYER_FIXTURES = {
     "lrlc_row_col_softmax": (lambda: _lrlc(True, True), (9, 8, 3)),
-    "lrlc_row_only_norm_same_strided": (
-        lambda: _lrlc(True, False, normalize_weights="norm", padding="same", strides=2,
-                      activation="relu"),
-        (9, 8, 3),
-    ),
-    "lrlc_col_only_unnormalised_dilated": (
-        lambda: _lrlc(False, True, normalize_weights="", dilations=2, use_bias=False),
-        (9, 8, 3),
-    ),
-    "lrlc_full_table": (
-        lambda: _lrlc(False, False, kernel_size=(3, 2), use_spatial_bias=False,
-                      kernel_regularizer="l2", combining_weights_constraint="non_neg"),
-        (9, 8, 3),
-    ),
-    "lrlc_per_basis": (
-        lambda: _lrlc(True, True, padding="same", kernel_size=[1, 3, (5, 3)],
-                      dilations=[1, 2, 1]),
-        (9, 8, 3),
-    ),
-    "lrlc_input_dependent": (
-        lambda: _lrlc(False, False, input_dependent=True, padding="same",
-                      combining_weights_regularizer="l2"),
-        (12, 11, 3),
-    ),
-    "lrlc_channels_first": (
-        lambda: _lrlc(True, True, data_format="channels_first", strides=(1, 2)),
-        (3, 9, 8),
-    ),
-    "lrlc_input_dependent_channels_first": (
-        lambda: _lrlc(False, False, input_dependent=True, normalize_weights="norm",
-                      data_format="channels_first"),
-        (3, 10, 10),
-    ),
+    "lrlc_row_only_norm_same_strided": (lambda: _lrlc(
+        True, False, normalize_weights="norm", padding="same", strides=2,
+        activation="relu"), (9, 8, 3)),
+    "lrlc_col_only_unnormalised_dilated": (lambda: _lrlc(
+        False, True, normalize_weights="", dilations=2, use_bias=False), (9, 8, 3)),
+    "lrlc_full_table": (lambda: _lrlc(
+        False, False, kernel_size=(3, 2), use_spatial_bias=False,
+        kernel_regularizer="l2", combining_weights_constraint="non_neg"), (9, 8, 3)),
+    "lrlc_per_basis": (lambda: _lrlc(
+        True, True, padding="same", kernel_size=[1, 3, (5, 3)], dilations=[1, 2, 1]),
+        (9, 8, 3)),
+    "lrlc_input_dependent": (lambda: _lrlc(
+        False, False, input_dependent=True, padding="same",
+        combining_weights_regularizer="l2"), (12, 11, 3)),
+    "lrlc_channels_first": (lambda: _lrlc(
+        True, True, data_format="channels_first", strides=(1, 2)), (3, 9, 8)),
+    "lrlc_input_dependent_channels_first": (lambda: _lrlc(
+        False, False, input_dependent=True, normalize_weights="norm",
+        data_format="channels_first"), (3, 10, 10)),
     "locally_connected": (
-        lambda: layers.LocallyConnected2D(4, (3, 2), strides=(1, 2)),
-        (9, 8, 3),
-    ),
-    "locally_connected_channels_first_same": (
-        lambda: layers.LocallyConnected2D(
-            3, 3, strides=2, padding="same", data_format="channels_first",
-            activation="tanh",
-        ),
-        (2, 7, 8),
-    ),
+        lambda: layers.LocallyConnected2D(4, (3, 2), strides=(1, 2)), (9, 8, 3)),
+    "locally_connected_channels_first_same": (lambda: layers.LocallyConnected2D(
+        3, 3, strides=2, padding="same", data_format="channels_first",
+        activation="tanh"), (2, 7, 8)),
     "coordinate_channels": (lambda: layers.CoordinateChannels(), (5, 4, 2)),
     "coordinate_channels_channels_first": (
-        lambda: layers.CoordinateChannels(data_format="channels_first"),
-        (2, 5, 4),
-    ),
+        lambda: layers.CoordinateChannels(data_format="channels_first"), (2, 5, 4)),
 }
 # name: model preset built by `models.build_model` on 28x28x1 images, 10 classes.
 MODEL_FIXTURES = {

@@ -39,7 +39,6 @@ import hashlib
 import pathlib
 import sys
 
-from absl import app
 from absl import flags
 import numpy as np
 import tensorflow_datasets as tfds
@@ -130,8 +129,7 @@ def build_arrays(tfds_data_dir, seed):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # Flags only (`startup.run` refuses positional arguments).
     try:
         data.resolve("mnist", data_dir=_TFDS_DATA_DIR.value).check_files()
     except data.DataNotFoundError as error:

@@ -24,7 +24,6 @@ import json
 import os
 import sys
 
-from absl import app
 from absl import flags
 
 from low_rank_local_connectivity import export
@@ -49,8 +48,7 @@ flags.mark_flag_as_required("model_dir")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # Flags only (`startup.run` refuses positional arguments).
     export_dir = _EXPORT_DIR.value or os.path.join(_MODEL_DIR.value, "export")
     try:
         paths = export.export_model(

@@ -18,7 +18,6 @@ Exit status: 0 on success, 1 with a one-line `error:` message.
 
 import sys
 
-from absl import app
 from absl import flags
 
 from low_rank_local_connectivity import data
@@ -65,8 +64,7 @@ flags.mark_flags_as_required(["source_dir", "model_dir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # Flags only (`startup.run` refuses positional arguments).
     conversion = None
     if _SPATIAL_RANK.value:
         conversion = dict(

@@ -14,7 +14,6 @@ Usage:
 import os
 import sys
 
-from absl import app
 from absl import flags
 
 from low_rank_local_connectivity import training
@@ -32,8 +31,7 @@ _TRAIN_STEPS = flags.DEFINE_integer(
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # Flags only (`startup.run` refuses positional arguments).
     rows = []
     for preset in PRESETS:
         config = experiment.get_config(preset)

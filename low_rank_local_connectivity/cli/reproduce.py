@@ -71,24 +71,22 @@ _LAYER_TYPES = flags.DEFINE_list(
 _POSITIONS = flags.DEFINE_list("positions", None, "Subset of block positions.")
 _RANKS = flags.DEFINE_list("ranks", None, "Subset of ranks.")
 _SEEDS = flags.DEFINE_list("seeds", None, "Seeds.")
-_TRAIN_STEPS = flags.DEFINE_integer(
-    "train_steps", None, "Overrides the recipe's config.train.train_steps."
-)
-_EVAL_EVERY_STEPS = flags.DEFINE_integer(
-    "eval_every_steps", None,
-    "Overrides config.train.eval_every_steps (and the checkpoint period).",
-)
-_LEARNING_RATE = flags.DEFINE_float(
-    "learning_rate", None, "Overrides config.train.optimizer.learning_rate."
-)
-_BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", None, "Overrides config.train.batch_size."
-)
-_MIXED_PRECISION = flags.DEFINE_enum(
-    "mixed_precision", None, tuple(experiments.PRECISION_SUFFIXES),
-    "Overrides config.train.mixed_precision (default: the recipe's, float32). "
-    "Cells of another precision are named with a suffix (_bf16, _fp16).",
-)
+# --<flag> overrides config.train.<field> of every cell.
+_TRAIN_OVERRIDES = {
+    "train_steps": flags.DEFINE_integer(
+        "train_steps", None, "Overrides the recipe's config.train.train_steps."),
+    "eval_every_steps": flags.DEFINE_integer(
+        "eval_every_steps", None,
+        "Overrides config.train.eval_every_steps (and the checkpoint period)."),
+    "optimizer.learning_rate": flags.DEFINE_float(
+        "learning_rate", None, "Overrides config.train.optimizer.learning_rate."),
+    "batch_size": flags.DEFINE_integer(
+        "batch_size", None, "Overrides config.train.batch_size."),
+    "mixed_precision": flags.DEFINE_enum(
+        "mixed_precision", None, tuple(experiments.PRECISION_SUFFIXES),
+        "Overrides config.train.mixed_precision (default: the recipe's, float32). "
+        "Cells of another precision are named with a suffix (_bf16, _fp16)."),
+}
 _NUM_FILTERS = flags.DEFINE_list(
     "num_filters", None,
     "Filters of each block (default: the paper's 64,64,64).",
@@ -133,14 +131,7 @@ def _grid():
         ranks=_ints("ranks", _RANKS.value),
         seeds=_ints("seeds", _SEEDS.value),
         train_overrides={
-            field: flag.value
-            for field, flag in (
-                ("train_steps", _TRAIN_STEPS),
-                ("eval_every_steps", _EVAL_EVERY_STEPS),
-                ("optimizer.learning_rate", _LEARNING_RATE),
-                ("batch_size", _BATCH_SIZE),
-                ("mixed_precision", _MIXED_PRECISION),
-            )
+            field: flag.value for field, flag in _TRAIN_OVERRIDES.items()
             if flag.value is not None
         },
         model_overrides=(
@@ -169,8 +160,7 @@ def _run_grid():
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # Flags only (`startup.run` refuses positional arguments).
     smoke_test = _SCALE.value == "quick"
     if smoke_test:
         print(experiments.SMOKE_TEST_NOTE, flush=True)

@@ -207,6 +207,7 @@ def run(main, flags_parser=None):
 
     - `--help` prints the script's docstring with its line breaks and its flags,
       and exits with status 0;
+    - positional arguments are refused (commands take flags only);
     - Ctrl-C (SIGINT) and SIGTERM stop the script with one line saying that
       rerunning the same command resumes, exit status 130 and 143, no traceback.
       What was interrupted cleans up on the way out (a trainer releases its
@@ -222,11 +223,17 @@ def run(main, flags_parser=None):
         print_help(sys.modules[main.__module__], sys.argv)
         sys.exit(0)
     signal.signal(signal.SIGTERM, _terminate)
+
+    def checked_main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+        return main(argv)
+
     try:
         if flags_parser is None:
-            app.run(main)
+            app.run(checked_main)
         else:
-            app.run(main, flags_parser=flags_parser)
+            app.run(checked_main, flags_parser=flags_parser)
     except (KeyboardInterrupt, Terminated) as interruption:
         print(f"\n{INTERRUPTED_MESSAGE}", file=sys.stderr, flush=True)
         sys.exit(143 if isinstance(interruption, Terminated) else 130)

@@ -21,7 +21,6 @@ unreadable checkpoints or a failed write (see `training.TrainerError`).
 import re
 import sys
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
@@ -80,8 +79,7 @@ def parse_flags(argv):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # Flags only (`startup.run` refuses positional arguments).
     try:
         training.train_and_evaluate(_CONFIG.value, _MODEL_DIR.value)
     except data.DataNotFoundError as error:

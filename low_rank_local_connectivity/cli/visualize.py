@@ -13,7 +13,6 @@ Example:
 
 import sys
 
-from absl import app
 from absl import flags
 
 from low_rank_local_connectivity import run_visualization
@@ -34,8 +33,7 @@ flags.mark_flags_as_required(["model_dir", "output_dir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # Flags only (`startup.run` refuses positional arguments).
     try:
         paths = run_visualization.visualize_model_dir(
             _MODEL_DIR.value, _OUTPUT_DIR.value, num_images=_NUM_IMAGES.value,

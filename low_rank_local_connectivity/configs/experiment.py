@@ -93,35 +93,28 @@ _IMAGENET_MODELS = tuple(
     name for name in models.MODEL_CONFIGS if name.startswith("resnet")
 )
 
+
+def _small_network_recipe(train_steps, eval_every_steps, **train):
+    """A recipe of the small network: its models, and overrides of `train`."""
+    return dict(models=_SMALL_MODELS, train=dict(
+        train_steps=train_steps, eval_every_steps=eval_every_steps, **train))
+
+
+# 162,770 training images: 30 epochs at batch 128.
+_CELEBA_RECIPE = _small_network_recipe(38_150, 2540)
+
 _RECIPES = {
     # 55,200 training images: ~4 epochs at batch 128.
-    "mnist": dict(
-        models=_SMALL_MODELS,
-        train=dict(train_steps=1800, eval_every_steps=450),
-    ),
+    "mnist": _small_network_recipe(1800, 450),
     # The embedded 5,000-image MNIST subset: a quick-start run of ~8 epochs.
-    "mnist_small": dict(
-        models=_SMALL_MODELS,
-        train=dict(
-            train_steps=300, eval_every_steps=100, log_every_steps=25,
-            checkpoint_every_steps=100, eval_batch_size=500,
-            optimizer=dict(learning_rate=2e-3),
-        ),
+    "mnist_small": _small_network_recipe(
+        300, 100, log_every_steps=25, checkpoint_every_steps=100,
+        eval_batch_size=500, optimizer=dict(learning_rate=2e-3),
     ),
     # 45,000 training images: 100 epochs at batch 128.
-    "cifar10": dict(
-        models=_SMALL_MODELS,
-        train=dict(train_steps=35_200, eval_every_steps=1760),
-    ),
-    # 162,770 training images: 30 epochs at batch 128.
-    "celeba32": dict(
-        models=_SMALL_MODELS,
-        train=dict(train_steps=38_150, eval_every_steps=2540),
-    ),
-    "trans_celeba48": dict(
-        models=_SMALL_MODELS,
-        train=dict(train_steps=38_150, eval_every_steps=2540),
-    ),
+    "cifar10": _small_network_recipe(35_200, 1760),
+    "celeba32": _CELEBA_RECIPE,
+    "trans_celeba48": _CELEBA_RECIPE,
     # The standard ResNet-50 recipe: 90 epochs at batch 1024, SGD + Nesterov
     # momentum, 5 warm-up epochs then cosine decay, label smoothing 0.1.
     "imagenet2012": dict(

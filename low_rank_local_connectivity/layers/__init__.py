@@ -16,7 +16,8 @@ never materialised in `call` (see `locally_connected_kernel` for inspection).
 The package also provides the pieces the paper's experiments need:
 `InputDependentCombiningWeights` (the small network that predicts the combining
 weights per example), `LocallyConnected2D` (Keras 3 dropped it) and
-`CoordinateChannels` (CoordConv).
+`CoordinateChannels` (CoordConv), and `FusedBatchNormalization` (Keras'
+batch normalization with TensorFlow's fused kernel for bfloat16 inputs).
 
 Modules:
 - `low_rank_locally_connected2d`: `LowRankLocallyConnected2D`;
@@ -24,6 +25,7 @@ Modules:
 - `input_dependent_combining_weights`: `InputDependentCombiningWeights`;
 - `locally_connected2d`: `LocallyConnected2D`;
 - `coordinate_channels`: `CoordinateChannels`;
+- `fused_batch_normalization`: `FusedBatchNormalization`;
 - `base`: the base classes that handle the shared arguments (data format,
   strides, padding, initializers, ..., output shape, config);
 - `ops`: the tensor operations, with their hand-written gradients.
@@ -31,6 +33,9 @@ Modules:
 
 from low_rank_local_connectivity.layers.base import PADDINGS
 from low_rank_local_connectivity.layers.coordinate_channels import CoordinateChannels
+from low_rank_local_connectivity.layers.fused_batch_normalization import (
+    FusedBatchNormalization,
+)
 from low_rank_local_connectivity.layers.input_dependent_combining_weights import (
     INPUT_DEPENDENT_DILATIONS,
 )
@@ -52,6 +57,7 @@ from low_rank_local_connectivity.layers.ops import position_major_patches
 from low_rank_local_connectivity.validation import DATA_FORMATS
 
 __all__ = [
+    "FusedBatchNormalization",
     "CONV_INIT",
     "DATA_FORMATS",
     "INPUT_DEPENDENT_DILATIONS",

@@ -20,7 +20,6 @@ import keras
 
 from low_rank_local_connectivity import layers as lrlc_layers
 from low_rank_local_connectivity import validation
-from low_rank_local_connectivity.models import batch_norm as batch_norm_lib
 from low_rank_local_connectivity.models import simple_model
 
 # (bottleneck width, number of blocks) of each stage; block output = 4 * width.
@@ -179,7 +178,7 @@ def resnet50(
         )
 
     def batch_norm(name):
-        return batch_norm_lib.FusedBatchNormalization(
+        return lrlc_layers.FusedBatchNormalization(
             axis=channel_axis, momentum=bn_momentum, epsilon=bn_epsilon, name=name
         )
 

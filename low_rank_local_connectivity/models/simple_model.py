@@ -26,7 +26,6 @@ import numbers
 import keras
 
 from low_rank_local_connectivity import layers as lrlc_layers
-from low_rank_local_connectivity.models import batch_norm as batch_norm_lib
 from low_rank_local_connectivity.validation import invalid_argument
 from low_rank_local_connectivity.validation import is_int
 from low_rank_local_connectivity.validation import positive_int
@@ -329,7 +328,7 @@ def simple_network(
             )
         x = layer(x)
         if batch_norm:
-            x = batch_norm_lib.FusedBatchNormalization(
+            x = lrlc_layers.FusedBatchNormalization(
                 momentum=bn_momentum, epsilon=bn_epsilon, name=f"{prefix}_bn"
             )(x)
         x = keras.layers.ReLU(name=f"{prefix}_relu")(x)

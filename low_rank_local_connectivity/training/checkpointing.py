@@ -19,6 +19,7 @@ import re
 from absl import logging
 import tensorflow as tf
 
+from low_rank_local_connectivity.training import checkpoint_fallback
 from low_rank_local_connectivity.training import distribution
 from low_rank_local_connectivity.training import errors
 from low_rank_local_connectivity.training import run_dir
@@ -194,38 +195,18 @@ class Checkpoints:
                 f"'best'. Received: checkpoint={checkpoint!r}"
             )
         directory = self._directory(checkpoint)
-        candidates = checkpoint_candidates(directory)
-        failures = []
-        for path in candidates:
-            try:
-                _read_every_tensor(path)
-            except Exception as error:  # TF raises many types for bad files.
-                failures.append((path, errors.one_line(error)))
-                logging.warning(
-                    "Checkpoint %s is unreadable (%s); falling back to the "
-                    "previous one.", path, failures[-1][1],
-                )
-                continue
+
+        def restore(path):
+            _read_every_tensor(path)  # A bad file raises before any state changes.
             self._state.restore(path).assert_existing_objects_matched()
-            step = int(self._global_step.numpy())
-            if failures:
-                logging.warning(
-                    "Resuming from %s (step %d), the newest valid checkpoint, "
-                    "instead of the unreadable %s.", path, step,
-                    ", ".join(p for p, _ in failures),
-                )
-            logging.info("Restored %s (step %d).", path, step)
-            if checkpoint == "latest":
-                self._restored = (path, failures)
-            return path
-        if failures:
-            raise errors.CheckpointCorruptedError(
-                f"No checkpoint in {directory} is readable ("
-                + "; ".join(f"{p}: {reason}" for p, reason in failures)
-                + "). Training does not restart from step 0 by itself: move "
-                f"{directory} away to start afresh, or put back a backup."
-            )
-        return None
+            return int(self._global_step.numpy())
+
+        path, failures = checkpoint_fallback.restore_newest(
+            directory, checkpoint_candidates(directory), restore
+        )
+        if path is not None and checkpoint == "latest":
+            self._restored = (path, failures)
+        return path
 
     def repair(self):
         """Chief, under the lock, after `restore('latest')`: tidies the directories.
@@ -299,11 +280,8 @@ class Checkpoints:
     def last_good_message(self):
         """A sentence naming the newest 'latest' checkpoint (for error messages)."""
         path = tf.train.latest_checkpoint(self._directory("latest"))
-        if path is None:
-            return "No checkpoint was written before."
-        return (
-            f"The last good checkpoint, {path}, is kept (step "
-            f"{checkpoint_step(path)})."
+        return checkpoint_fallback.last_good_message(
+            path, None if path is None else checkpoint_step(path)
         )
 
 

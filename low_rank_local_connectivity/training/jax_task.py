@@ -28,9 +28,7 @@ import keras
 import ml_collections
 import numpy as np
 
-from low_rank_local_connectivity.training import optimization
 from low_rank_local_connectivity.training import task as task_lib
-from low_rank_local_connectivity.validation import is_int
 
 EVAL_SPLITS = ("valid", "test")
 STRATEGIES = ("default", "mirrored")
@@ -110,26 +108,15 @@ class JaxTask:
         self.num_replicas = (
             1 if self.distribution is None else len(self.distribution.device_mesh.devices.flat)
         )
-        for field in ("batch_size", "eval_batch_size"):
-            if train[field] % self.num_replicas:
-                raise ValueError(
-                    f"Invalid value for `config.train.{field}`. Expected a "
-                    f"multiple of the number of replicas ({self.num_replicas}). "
-                    f"Received: {train[field]}"
-                )
+        task_lib.check_batch_sizes(train, self.num_replicas)
         self.is_chief = jax.process_index() == 0
         self.loss_scaling = False
         self._dataset = dataset
         self._transform = input_transform or (lambda split, batches: batches)
         keras.utils.set_random_seed(self.config.seed)
         with self._scope():
-            self.model = task_lib.build_model(self.config, metadata, init_from)
-            self.optimizer = optimization.create_optimizer(train)
-            self.optimizer.exclude_from_weight_decay(
-                var_list=[v for v in self.model.trainable_variables
-                          if len(v.shape) < 2]
-            )
-            self.optimizer.build(self.model.trainable_variables)
+            self.model, self.optimizer = task_lib.build_model_and_optimizer(
+                self.config, metadata, init_from)
         self._step = 0
         self._train_seconds = 0.0
         self._num_classes = metadata.num_classes
@@ -319,13 +306,7 @@ class JaxTask:
 
     def measure_step_throughput(self, num_steps=20, warmup_steps=2):
         """Examples/s of the compiled training step alone on one cached batch."""
-        for name, value, low in (("num_steps", num_steps, 1),
-                                 ("warmup_steps", warmup_steps, 0)):
-            if not (is_int(value) and value >= low):
-                raise ValueError(
-                    f"Invalid value for argument `{name}`. Expected an integer "
-                    f">= {low}. Received: {name}={value!r}"
-                )
+        task_lib.check_throughput_arguments(num_steps, warmup_steps)
         batch = self._placed(next(self._batches("train", is_training=True)))
 
         def run(steps):

@@ -20,6 +20,7 @@ import shutil
 from absl import logging
 import numpy as np
 
+from low_rank_local_connectivity.training import checkpoint_fallback
 from low_rank_local_connectivity.training import errors
 from low_rank_local_connectivity.training import run_dir
 
@@ -108,37 +109,20 @@ class Checkpoints:
                 f"'best'. Received: checkpoint={checkpoint!r}"
             )
         directory = self._directory(checkpoint)
-        failures = []
-        for step in step_directories(directory):
-            path = os.path.join(directory, str(step))
-            try:
-                state = _read(directory, step, self._task.state())
-            except Exception as error:  # Orbax raises many types for bad files.
-                failures.append((path, errors.one_line(error)))
-                logging.warning(
-                    "Checkpoint %s is unreadable (%s); falling back to the "
-                    "previous one.", path, failures[-1][1],
-                )
-                continue
-            self._task.set_state(state)
-            if failures:
-                logging.warning(
-                    "Resuming from %s (step %d), the newest valid checkpoint, "
-                    "instead of the unreadable %s.", path, step,
-                    ", ".join(p for p, _ in failures),
-                )
-            logging.info("Restored %s (step %d).", path, step)
-            if checkpoint == "latest":
-                self._failures = failures
-            return path
-        if failures:
-            raise errors.CheckpointCorruptedError(
-                f"No checkpoint in {directory} is readable ("
-                + "; ".join(f"{p}: {reason}" for p, reason in failures)
-                + "). Training does not restart from step 0 by itself: move "
-                f"{directory} away to start afresh, or put back a backup."
-            )
-        return None
+
+        def restore(path):
+            step = int(os.path.basename(path))
+            self._task.set_state(_read(directory, step, self._task.state()))
+            return step
+
+        path, failures = checkpoint_fallback.restore_newest(
+            directory,
+            [os.path.join(directory, str(step)) for step in step_directories(directory)],
+            restore,
+        )
+        if path is not None and checkpoint == "latest":
+            self._failures = failures
+        return path
 
     def repair(self):
         """Under the lock, after `restore('latest')`: removes what interrupted
@@ -191,9 +175,9 @@ class Checkpoints:
         """A sentence naming the newest 'latest' checkpoint (for error messages)."""
         steps = step_directories(self._directory("latest"))
         if not steps:
-            return "No checkpoint was written before."
+            return checkpoint_fallback.last_good_message(None, None)
         path = os.path.join(self._directory("latest"), str(steps[0]))
-        return f"The last good checkpoint, {path}, is kept (step {steps[0]})."
+        return checkpoint_fallback.last_good_message(path, steps[0])
 
 
 def checkpoint_path(model_dir, checkpoint="best"):
@@ -215,15 +199,8 @@ def checkpoint_path(model_dir, checkpoint="best"):
 
 
 def restore_model_weights(model, model_dir, checkpoint="best"):
-    """Restores the model variables of a run's Orbax checkpoint into `model`.
-
-    Returns:
-        A tuple (checkpoint path, step).
-
-    Raises:
-        ValueError: if there is no such checkpoint, or it does not hold the
-            variables of `model`.
-    """
+    """`checkpointing.restore_model_weights` for an Orbax checkpoint:
+    (path, step), or a `ValueError` for a missing or unfitting one."""
     path = checkpoint_path(model_dir, checkpoint)
     directory, step = os.path.dirname(path), int(os.path.basename(path))
     state = _read(directory, step)

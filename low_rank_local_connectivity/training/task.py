@@ -32,6 +32,7 @@ import numpy as np
 
 from low_rank_local_connectivity import data
 from low_rank_local_connectivity import models
+from low_rank_local_connectivity.validation import is_int
 
 # Top-5 accuracy is reported when there are more classes than this.
 TOP5_MIN_CLASSES = 11
@@ -106,6 +107,45 @@ def build_model(config, metadata, init_from=None):
         )
     with _dtype_policy(config.train.mixed_precision):
         return models.build_model(config.model, initialize=initialize)
+
+
+def build_model_and_optimizer(config, metadata, init_from=None):
+    """The model (`build_model`) and its built optimiser.
+
+    Decoupled weight decay skips the variables of rank < 2 (biases, batch-norm
+    parameters). Call it in the distribution's scope.
+    """
+    from low_rank_local_connectivity.training import optimization
+
+    model = build_model(config, metadata, init_from)
+    optimizer = optimization.create_optimizer(config.train)
+    optimizer.exclude_from_weight_decay(
+        var_list=[v for v in model.trainable_variables if len(v.shape) < 2]
+    )
+    optimizer.build(model.trainable_variables)
+    return model, optimizer
+
+
+def check_batch_sizes(train_config, num_replicas):
+    """Raises a `ValueError` unless both batch sizes split over the replicas."""
+    for field in ("batch_size", "eval_batch_size"):
+        if train_config[field] % num_replicas:
+            raise ValueError(
+                f"Invalid value for `config.train.{field}`. Expected a "
+                f"multiple of the number of replicas ({num_replicas}). "
+                f"Received: {train_config[field]}"
+            )
+
+
+def check_throughput_arguments(num_steps, warmup_steps):
+    """The argument checks of `measure_step_throughput`."""
+    for name, value, low in (("num_steps", num_steps, 1),
+                             ("warmup_steps", warmup_steps, 0)):
+        if not (is_int(value) and value >= low):
+            raise ValueError(
+                f"Invalid value for argument `{name}`. Expected an integer "
+                f">= {low}. Received: {name}={value!r}"
+            )
 
 
 def count_parameters(model):

@@ -17,10 +17,8 @@ import tensorflow as tf
 from low_rank_local_connectivity.training import checkpointing
 from low_rank_local_connectivity.training import distribution
 from low_rank_local_connectivity.training import inputs
-from low_rank_local_connectivity.training import optimization
 from low_rank_local_connectivity.training import steps
 from low_rank_local_connectivity.training import task as task_lib
-from low_rank_local_connectivity.validation import is_int
 
 EVAL_SPLITS = ("valid", "test")
 
@@ -57,25 +55,14 @@ class TensorFlowTask:
             train.distribution_strategy, train.tpu_address
         )
         self.num_replicas = self.strategy.num_replicas_in_sync
-        for field in ("batch_size", "eval_batch_size"):
-            if train[field] % self.num_replicas:
-                raise ValueError(
-                    f"Invalid value for `config.train.{field}`. Expected a "
-                    f"multiple of the number of replicas ({self.num_replicas}). "
-                    f"Received: {train[field]}"
-                )
+        task_lib.check_batch_sizes(train, self.num_replicas)
         self.is_chief = distribution.is_chief(self.strategy)
         self.loss_scaling = train.mixed_precision == "mixed_float16"
         self._inputs = inputs.Inputs(dataset, self.config, self.strategy, input_transform)
         keras.utils.set_random_seed(self.config.seed)
         with self.strategy.scope():
-            self.model = task_lib.build_model(self.config, metadata, init_from)
-            self.optimizer = optimization.create_optimizer(train)
-            self.optimizer.exclude_from_weight_decay(
-                var_list=[v for v in self.model.trainable_variables
-                          if len(v.shape) < 2]
-            )
-            self.optimizer.build(self.model.trainable_variables)
+            self.model, self.optimizer = task_lib.build_model_and_optimizer(
+                self.config, metadata, init_from)
             self._global_step = tf.Variable(
                 0, dtype=tf.int64, trainable=False, name="global_step",
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
@@ -207,13 +194,7 @@ class TensorFlowTask:
         Returns:
             Examples per second over the timed steps.
         """
-        for name, value, low in (("num_steps", num_steps, 1),
-                                 ("warmup_steps", warmup_steps, 0)):
-            if not (is_int(value) and value >= low):
-                raise ValueError(
-                    f"Invalid value for argument `{name}`. Expected an integer "
-                    f">= {low}. Received: {name}={value!r}"
-                )
+        task_lib.check_throughput_arguments(num_steps, warmup_steps)
         iterator = iter(self._inputs.distributed("train", one_batch_in_memory=True))
         for _ in range(warmup_steps):
             [float(v) for v in self._train_step(iterator)]

@@ -22,6 +22,7 @@ from low_rank_local_connectivity import training
 from low_rank_local_connectivity.configs import experiment
 from low_rank_local_connectivity.training import orbax_checkpointing
 from tests.trainer_runs import tiny_overrides
+from tests.trainer_runs import train_quietly
 from tools import child_run
 from tools import fault_injection as fi
 
@@ -37,18 +38,7 @@ def _config(**overrides):
     return config
 
 
-class _Capture(training.Callback):
-    def on_train_begin(self, controller):
-        self.controller = controller
-        self.begin_step = controller.step
-
-
-def _train(config, model_dir, **kwargs):
-    capture = _Capture()
-    results = training.train_and_evaluate(
-        config, str(model_dir), callbacks=[capture, *kwargs.pop("callbacks", ())],
-        progress=False, **kwargs)
-    return capture, results
+_train = train_quietly
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +67,7 @@ def test_a_run_writes_the_model_dir_contract_without_tensorflow(finished):
 def test_rerun_resumes_and_the_saved_model_is_the_trained_one(finished):
     model_dir, controller, results = finished
     again, rerun = _train(_config(), model_dir)
-    assert again.begin_step == 6 and rerun["session_steps"] == 0
+    assert again.step == 6 and rerun["session_steps"] == 0
     assert rerun["test"] == results["test"]
     model, path, step = training.open_run(str(model_dir)).load_model("latest")
     assert path.endswith(os.path.join("checkpoints", "6")) and step == 6
@@ -97,7 +87,7 @@ def test_corrupted_newest_checkpoint_falls_back_and_is_quarantined(finished, tmp
         if path.is_file() and path.stat().st_size > 100:
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     capture, results = _train(_config(), model_dir)
-    assert capture.begin_step == 3 and results["session_steps"] == 3
+    assert capture.step == 3 and results["session_steps"] == 3
     assert (model_dir / "checkpoints" / "corrupted" / "6").is_dir()
     assert orbax_checkpointing.step_directories(model_dir / "checkpoints")[0] == 6
 

@@ -30,19 +30,14 @@ from tools import campaign_report
 from tools import campaign_runs
 from tools import child_run
 from tools import fault_injection as fi
+from tests.trainer_runs import tiny_overrides
+from tests.trainer_runs import train_quietly
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-_OVERRIDES = {
-    "model.num_filters": (8, 8, 8),
-    "model.global_avg_pooling": False,
-    "train.batch_size": 32,
-    "train.eval_batch_size": 500,
-    "train.train_steps": 6,
-    "train.eval_every_steps": 3,
-    "train.log_every_steps": 3,
-    "train.checkpoint_every_steps": 2,
-}
+_OVERRIDES = tiny_overrides(**{
+    "train.eval_batch_size": 500, "train.checkpoint_every_steps": 2,
+})
 
 
 def _config(**extra):
@@ -51,21 +46,9 @@ def _config(**extra):
     return config
 
 
-class _StartStep(training.Callback):
-    """Records the step a run resumed from."""
-
-    step = None
-
-    def on_train_begin(self, controller):
-        self.step = controller.step
-
-
 def _train(config, model_dir, **kwargs):
     """train_and_evaluate -> (results, the step it resumed from)."""
-    start = _StartStep()
-    results = training.train_and_evaluate(
-        config, str(model_dir), callbacks=[start, *kwargs.pop("callbacks", ())],
-        progress=False, **kwargs)
+    start, results = train_quietly(config, model_dir, **kwargs)
     return results, start.step
 
 

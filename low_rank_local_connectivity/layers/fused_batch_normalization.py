@@ -1,4 +1,4 @@
-"""The models' batch normalization: Keras' layer, fused for bfloat16 inputs.
+"""The networks' batch normalization: Keras' layer, fused for bfloat16 inputs.
 
 Keras 3's `BatchNormalization` casts a bfloat16 input to float32 and normalises
 it with separate TensorFlow ops (the moments, then the scale and shift) whose
