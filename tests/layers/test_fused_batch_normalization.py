@@ -1,4 +1,4 @@
-"""Tests of `models/batch_norm.py`: Keras' batch norm, fused for bfloat16."""
+"""Tests of `layers/fused_batch_normalization.py`: Keras' batch norm, fused for bfloat16."""
 
 import keras
 import numpy as np
