@@ -42,6 +42,7 @@ setuptools.setup(
                 ("lrlc-finetune", "finetune"),
                 ("lrlc-visualize", "visualize"),
                 ("lrlc-quickstart", "quickstart"),
+                ("lrlc-benchmark", "benchmark"),
             )
         ],
     },

@@ -15,7 +15,10 @@ data_dir holding `mnist`):
     python scripts/conversion_experiment.py --dataset=mnist \
         --data_dir=$MNIST_TFDS_DIR --seeds=0,1,2 \
         --base_steps=400 --finetune_steps=200 --output_dir=runs/conversion \
-        --results_dir=docs/results/conversion
+        --results_dir=runs/conversion/results
+
+(The committed docs/results/conversion/ was written with
+--results_dir=docs/results/conversion.)
 
 Exit status: 0 on success, 1 with a one-line `error:` message.
 """

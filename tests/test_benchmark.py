@@ -12,8 +12,8 @@ def test_benchmark_writes_ratios_parameter_counts_and_tables(tmp_path):
     subprocess.run(
         [
             sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"),
-            "--preset=smoke", "--modes=graph", "--repeats=2", "--warmup=0",
-            "--layers=conv,lrlc,lrlc_input_dependent,lc,tf_keras_lc1,wide_conv",
+            "--suite=smoke", "--modes=graph", "--repeats=2", "--warmup=0",
+            "--layers=conv,lrlc,lrlc_input_dependent,locally_connected,tf_keras_locally_connected1,wide_conv",
             f"--output_dir={tmp_path}",
         ],
         check=True, capture_output=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
@@ -21,8 +21,8 @@ def test_benchmark_writes_ratios_parameter_counts_and_tables(tmp_path):
     report = json.loads((tmp_path / "benchmark.json").read_text())
     rows = {row["layer"]: row for row in report["rows"]}
     assert report["reference"] == "conv_kf"
-    assert set(rows) == {"conv_kf", "conv", "lrlc", "lrlc_input_dependent", "lc",
-                         "tf_keras_lc1", "wide_conv"}
+    assert set(rows) == {"conv_kf", "conv", "lrlc", "lrlc_input_dependent", "locally_connected",
+                         "tf_keras_locally_connected1", "wide_conv"}
     # Ratios are per-round time / reference time, so the reference's is exactly 1.
     assert rows["conv_kf"]["forward_ratio"] == 1.0
     assert rows["conv_kf"]["forward_backward_ratio"] == 1.0
@@ -33,7 +33,7 @@ def test_benchmark_writes_ratios_parameter_counts_and_tables(tmp_path):
     assert rows["conv"]["params"] == 9 * c * f + f
     assert rows["conv_kf"]["params"] == 9 * c * k * f + k * f
     assert rows["lrlc"]["params"] == 9 * c * k * f + 2 * out * k + 2 * out + f
-    assert rows["lc"]["params"] == rows["tf_keras_lc1"]["params"] == out * out * (9 * c * f + f)
+    assert rows["locally_connected"]["params"] == rows["tf_keras_locally_connected1"]["params"] == out * out * (9 * c * f + f)
     assert rows["wide_conv"]["params"] == 9 * c * 6 + 6  # int((K*C + F) / (C + F) * F) = 6
     ratios, table = (tmp_path / "benchmark.md").read_text().split("\n\n")
     assert table.count("\n") == len(rows) + 2 and "| lrlc |" in table
@@ -67,8 +67,8 @@ def test_benchmark_times_the_layers_in_the_precision_asked_for(tmp_path):
     subprocess.run(
         [
             sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"),
-            "--preset=smoke", "--modes=graph", "--repeats=1", "--warmup=0",
-            "--layers=lrlc,lc,tf_keras_lc1", "--mixed_precision=mixed_bfloat16",
+            "--suite=smoke", "--modes=graph", "--repeats=1", "--warmup=0",
+            "--layers=lrlc,locally_connected,tf_keras_locally_connected1", "--mixed_precision=mixed_bfloat16",
             f"--output_dir={tmp_path}",
         ],
         check=True, capture_output=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
@@ -77,6 +77,6 @@ def test_benchmark_times_the_layers_in_the_precision_asked_for(tmp_path):
     assert report["mixed_precision"] == "mixed_bfloat16"
     assert "--mixed_precision=mixed_bfloat16" in report["command"]
     assert {row["layer"]: row["compute_dtype"] for row in report["rows"]} == {
-        name: "bfloat16" for name in ("conv_kf", "lrlc", "lc", "tf_keras_lc1")
+        name: "bfloat16" for name in ("conv_kf", "lrlc", "locally_connected", "tf_keras_locally_connected1")
     }
     assert all(row["forward_backward_ms"] > 0 for row in report["rows"])

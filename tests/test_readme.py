@@ -1,8 +1,10 @@
 """Runs every code block of README.md as written, so that the README cannot drift.
 
-The blocks run in order, in a scratch folder laid out like the repository root
-(the package and `scripts/` linked, `docs/` copied), with `python` on the PATH
-being this interpreter: `sh` blocks through bash, `python` blocks as files.
+The blocks run in order, in a scratch clone of the repository's tracked files
+(a git repository of its own, its package first on `PYTHONPATH`), with `python`
+on the PATH being this interpreter: `sh` blocks through bash, `python` blocks as
+files. Afterwards `git status` must be clean there: no documented command writes
+into a file the project ships (they write under the ignored `runs/`).
 Markers in the README, in an HTML comment before a block, change that:
 
 - `<!-- readme-test: skip, REASON -->`: the block is not run (it installs, needs
@@ -113,30 +115,46 @@ def _shortened(code, args):
 def readme_runs(tmp_path_factory):
     """Runs the blocks in order; block name -> CompletedProcess."""
     workspace = tmp_path_factory.mktemp("readme")
-    for name in ("low_rank_local_connectivity", "scripts", "setup.py", "README.md"):
-        (workspace / name).symlink_to(REPO_ROOT / name)
-    shutil.copytree(REPO_ROOT / "docs", workspace / "docs")  # The benchmark writes.
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, check=True,
+                             capture_output=True, text=True).stdout.split("\0")
+    for name in filter(None, tracked):
+        if (REPO_ROOT / name).is_file():
+            (workspace / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, workspace / name)
+    _git(workspace, "init", "-q")
+    _git(workspace, "add", "-A")
+    _git(workspace, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone")
     bin_dir = tmp_path_factory.mktemp("bin")
     (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     (bin_dir / "python").chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "LRLC_VERBOSE"}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(workspace)  # The clone's package, not the installed one.
     runs = {}
     for block in BLOCKS:
         if block.language not in RUN or block.skip:
             continue
         code = _shortened(block.code, block.shorten) if block.shorten else block.code
         if block.language == "python":
-            script = workspace / f"readme_{block.name}.py"
+            script = bin_dir / f"readme_{block.name}.py"  # Not in the clone.
             script.write_text(code)
-            command = ["python", script.name]
+            command = ["python", str(script)]
         else:
             command = ["bash", "-e", "-o", "pipefail", "-c", code]
         runs[block.name] = subprocess.run(
             command, cwd=workspace, env=env, capture_output=True, text=True,
             timeout=900,
         )
+    runs[_STATUS] = _git(workspace, "status", "--porcelain")
     return runs
+
+
+_STATUS = "git status"
+
+
+def _git(workspace, *args):
+    return subprocess.run(["git", *args], cwd=workspace, check=True,
+                          capture_output=True, text=True)
 
 
 def test_every_block_has_a_known_language():
@@ -165,6 +183,12 @@ def test_readme_block_runs(block, readme_runs):
     )
     if "scripts/" in block.code:  # The scripts are quiet by default.
         assert noise_lines(result.stderr) == []
+
+
+def test_readme_commands_write_no_tracked_file(readme_runs):
+    assert readme_runs[_STATUS].stdout == "", (
+        "README commands changed or created files outside runs/:\n"
+        + readme_runs[_STATUS].stdout)
 
 
 def test_nothing_points_outside_the_repository():

@@ -10,7 +10,7 @@ the precisions alternating from round to round, because this machine's speed
 drifts with its load; the 1-minute load average is recorded with every
 measurement.
 
-    python -m tools.precision_throughput --output_dir=docs/benchmark/precision
+    python -m tools.precision_throughput --output_dir=runs/precision
 
 Writes `throughput.json` (every measurement) and `throughput.md` (per case and
 precision the median and range of examples/s over the rounds, the median of
