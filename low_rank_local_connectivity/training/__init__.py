@@ -3,9 +3,10 @@
 The roles, as in Orbit and Keras:
 
 - `runner.py`: `train_and_evaluate(config, model_dir)` puts a run together and
-  runs it; `evaluate_checkpoint` evaluates a saved checkpoint;
-- `task.py`: what a run builds (model, optimiser, inputs, steps), and
-  `create_task` for the Keras backend in use; `tf_task.py` is TensorFlow's;
+  runs it; `evaluate_checkpoint` evaluates a saved checkpoint; `create_task`
+  builds the task of the Keras backend in use;
+- `task.py`: what a run builds (model, optimiser, inputs, steps);
+  `tf_task.py` and `jax_task.py` are TensorFlow's and JAX's tasks;
 - `controller.py`: `Controller`, the outer loop;
 - `callbacks/`: the callback interface and the built-in behaviour
   (checkpoints, best checkpoint, `metrics.jsonl`, TensorBoard, progress, NaN stop);
@@ -38,12 +39,12 @@ from low_rank_local_connectivity.training.optimization import SCHEDULES
 from low_rank_local_connectivity.training.optimization import WarmupDecaySchedule
 from low_rank_local_connectivity.training.optimization import create_learning_rate_schedule
 from low_rank_local_connectivity.training.optimization import create_optimizer
+from low_rank_local_connectivity.training.runner import create_task
 from low_rank_local_connectivity.training.runner import evaluate_checkpoint
 from low_rank_local_connectivity.training.runner import train_and_evaluate
 from low_rank_local_connectivity.training.runs import Run
 from low_rank_local_connectivity.training.runs import open_run
 from low_rank_local_connectivity.training.task import count_parameters
-from low_rank_local_connectivity.training.task import create_task
 
 __all__ = [
     "Callback",

@@ -9,6 +9,8 @@ controller the task's checkpoint manager and the callbacks, and runs it.
 
 import os
 
+import keras
+
 from low_rank_local_connectivity import data
 from low_rank_local_connectivity.training import callbacks as callbacks_lib
 from low_rank_local_connectivity.training import config_checks
@@ -16,7 +18,6 @@ from low_rank_local_connectivity.training import controller as controller_lib
 from low_rank_local_connectivity.training import lock as lock_lib
 from low_rank_local_connectivity.training import run_dir
 from low_rank_local_connectivity.training import runs
-from low_rank_local_connectivity.training import task as task_lib
 
 
 def _check_model_dir(model_dir):
@@ -77,7 +78,7 @@ def train_and_evaluate(config, model_dir, *, callbacks=(), progress=True,
     init_from = config.get("init_from")
     if init_from is not None and run_dir.RunDirectory(model_dir).has_checkpoints():
         init_from = None  # A resumed run restores its own checkpoint.
-    task = task_lib.create_task(
+    task = create_task(
         config, dataset, strategy=strategy, input_transform=input_transform,
         init_from=init_from,
     )
@@ -111,7 +112,7 @@ def evaluate_checkpoint(model_dir, split="test", checkpoint="best", *, strategy=
         ValueError: if `model_dir` holds no run or no such checkpoint.
     """
     run = runs.open_run(model_dir)
-    task = task_lib.create_task(run.config, _resolve_dataset(run.config),
+    task = create_task(run.config, _resolve_dataset(run.config),
                                 strategy=strategy)
     if task.checkpoints(run.model_dir).restore(checkpoint) is None:
         raise ValueError(
@@ -119,3 +120,41 @@ def evaluate_checkpoint(model_dir, split="test", checkpoint="best", *, strategy=
             f"{checkpoint!r} checkpoint. Received: checkpoint={checkpoint!r}"
         )
     return task.evaluate(split)
+
+
+def create_task(config, dataset=None, *, strategy=None, input_transform=None,
+                init_from=None):
+    """The task of the Keras backend in use.
+
+    Args:
+        config: a validated experiment ConfigDict (copied, never modified).
+        dataset: the run's `data.ResolvedDataset` (default: resolved from
+            `config.dataset`).
+        strategy: optional `tf.distribute.Strategy` (TensorFlow).
+        input_transform: optional function `(split, dataset) -> dataset`
+            applied to every batched pipeline before it is positioned and
+            distributed (the seam through which tools inject bad inputs).
+        init_from: optional mapping (`model_dir`, `checkpoint`): initial model
+            weights (see `build_model`).
+
+    Returns:
+        A task (see the module docstring).
+    """
+    if dataset is None:
+        dataset = data.resolve_config(config.dataset)
+    options = dict(strategy=strategy, input_transform=input_transform,
+                   init_from=init_from)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from low_rank_local_connectivity.training import tf_task
+
+        return tf_task.TensorFlowTask(config, dataset, **options)
+    if backend == "jax":
+        from low_rank_local_connectivity.training import jax_task
+
+        return jax_task.JaxTask(config, dataset, **options)
+    raise ValueError(
+        f"The trainer runs on the TensorFlow and JAX backends of Keras, not on "
+        f"KERAS_BACKEND={backend!r} (the layers, models and conversion run on "
+        "every backend). Set KERAS_BACKEND=tensorflow or jax."
+    )

@@ -3,8 +3,8 @@
 A task builds the model, the optimiser, the input pipelines and the compiled
 steps of an experiment config, and does nothing else: the `Controller` decides
 when to train, evaluate and checkpoint. The backend-specific part of training
-is a task's steps and its checkpoint I/O; `create_task` picks the task of the
-Keras backend in use.
+is a task's steps and its checkpoint I/O; `runner.create_task` picks the task of
+the Keras backend in use.
 
 The interface the controller and the callbacks use (`tf_task.TensorFlowTask`):
 
@@ -30,7 +30,6 @@ import functools
 import keras
 import numpy as np
 
-from low_rank_local_connectivity import data
 from low_rank_local_connectivity import models
 from low_rank_local_connectivity.validation import is_int
 
@@ -151,41 +150,3 @@ def check_throughput_arguments(num_steps, warmup_steps):
 def count_parameters(model):
     """Number of trainable scalars (batch-norm moving statistics excluded)."""
     return int(sum(np.prod(v.shape) for v in model.trainable_variables))
-
-
-def create_task(config, dataset=None, *, strategy=None, input_transform=None,
-                init_from=None):
-    """The task of the Keras backend in use.
-
-    Args:
-        config: a validated experiment ConfigDict (copied, never modified).
-        dataset: the run's `data.ResolvedDataset` (default: resolved from
-            `config.dataset`).
-        strategy: optional `tf.distribute.Strategy` (TensorFlow).
-        input_transform: optional function `(split, dataset) -> dataset`
-            applied to every batched pipeline before it is positioned and
-            distributed (the seam through which tools inject bad inputs).
-        init_from: optional mapping (`model_dir`, `checkpoint`): initial model
-            weights (see `build_model`).
-
-    Returns:
-        A task (see the module docstring).
-    """
-    if dataset is None:
-        dataset = data.resolve_config(config.dataset)
-    options = dict(strategy=strategy, input_transform=input_transform,
-                   init_from=init_from)
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        from low_rank_local_connectivity.training import tf_task
-
-        return tf_task.TensorFlowTask(config, dataset, **options)
-    if backend == "jax":
-        from low_rank_local_connectivity.training import jax_task
-
-        return jax_task.JaxTask(config, dataset, **options)
-    raise ValueError(
-        f"The trainer runs on the TensorFlow and JAX backends of Keras, not on "
-        f"KERAS_BACKEND={backend!r} (the layers, models and conversion run on "
-        "every backend). Set KERAS_BACKEND=tensorflow or jax."
-    )
