@@ -33,7 +33,7 @@ def test_help_exits_0_keeps_line_breaks_and_writes_under_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     # The examples keep their continuation lines.
-    start = lines.index("    python scripts/reproduce_paper.py --dataset=mnist \\")
+    start = lines.index("    lrlc-reproduce --dataset=mnist \\")
     assert lines[start + 1].strip() == (
         "--data_dir=$HOME/tensorflow_datasets --positions=2 --ranks=1,2,4,8 \\")
     # Every example writes under runs/ or a folder the user names, never docs/.

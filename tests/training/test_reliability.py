@@ -463,7 +463,7 @@ def test_interrupted_export_keeps_the_previous_one(finished_run, tmp_path, monke
         save(module, path, **kwargs)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(export.tf.saved_model, "save", crash)
+    monkeypatch.setattr(tf.saved_model, "save", crash)
     with pytest.raises(OSError):
         export.export_model(str(finished_run[0]), str(export_dir), checkpoint="best")
     assert _snapshot(export_dir) == before  # Staging removed, export intact.
