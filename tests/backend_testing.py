@@ -6,8 +6,9 @@ core`. Tests whose oracle is TensorFlow itself are marked `requires_tensorflow`;
 each has a NumPy counterpart that runs on every backend.
 
 `gradients` and `layer_gradients` compute vector-Jacobian products with the
-backend's own autodiff (`tf.GradientTape`, `jax.vjp`, `torch.autograd.grad`) and
-return NumPy arrays.
+backend's own autodiff (`tf.GradientTape`, `jax.vjp` under `jax.jit`,
+`torch.autograd.grad`) and return NumPy arrays; the layers' hand-written gradients
+(`keras.ops.custom_gradient`) are what they differentiate on every backend.
 """
 
 import importlib
@@ -17,8 +18,6 @@ import numpy as np
 import pytest
 
 BACKEND = keras.backend.backend()
-# The package that provides each backend that the core supports.
-BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
 def requires_tensorflow(oracle):
