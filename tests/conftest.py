@@ -1,4 +1,11 @@
-"""Shared pytest fixtures.
+"""Shared pytest fixtures, and the core suites that run on every Keras backend.
+
+The core (layers, models, conversion, validation) runs on TensorFlow, JAX and
+PyTorch; its suites, `CORE_SUITES`, are marked `core`. Keras picks its backend once
+per process, so they run once per backend: `KERAS_BACKEND=jax python -m pytest -m
+core`. Off TensorFlow only the core suites are collected (the others need
+TensorFlow). `tests/test_backends.py` runs them under the other backends from the
+default (TensorFlow) run.
 
 `../shared/data` (beside the repository) holds the real MNIST used by a few tests in
 CI: a prepared TFDS data_dir (`tensorflow_datasets/mnist`) and the idx files
@@ -12,8 +19,50 @@ import pathlib
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("KERAS_BACKEND") == "jax":
+    # JAX compiles every operation for every new shape (variable initializers
+    # above all); LLVM's optimisations made those compilations >10x slower on CPU
+    # and the tests' small tensors gain nothing from them. Test speed only.
+    os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+
+import keras  # noqa: E402  (after the TensorFlow log level)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# The test modules and folders of the core, relative to the repository root.
+CORE_SUITES = (
+    "tests/layers",
+    "tests/test_simple_model.py",
+    "tests/test_resnet.py",
+    "tests/test_convert.py",
+)
+
+
+def _in_core(path):
+    relative = pathlib.Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+    return any(relative == suite or relative.startswith(suite + "/")
+               for suite in CORE_SUITES)
+
+
+def pytest_report_header(config):
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return f"Keras backend: {backend}"
+    return f"Keras backend: {backend}; collecting the core suites only: {CORE_SUITES}"
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Off TensorFlow, only the core suites are collected."""
+    if keras.backend.backend() == "tensorflow" or collection_path.is_dir():
+        return None
+    if collection_path.name.startswith("test_") and not _in_core(collection_path):
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _in_core(item.path):
+            item.add_marker(pytest.mark.core)
 
 SHARED_DATA_DIR = pathlib.Path(
     os.environ.get("LRLC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")

@@ -12,7 +12,10 @@ Re-run only to add a fixture or on purpose to change the format:
     python -m tools.make_layer_fixtures
 
 It writes `tests/fixtures/layers/<name>.keras` and `tests/fixtures/layers/outputs.npz`
-(`<name>/x`, the input, and `<name>/y`, the output, for every fixture).
+(`<name>/x`, the input, and `<name>/y`, the output, for every fixture), under the
+Keras backend of `KERAS_BACKEND` (the committed ones: TensorFlow).
+`tests/test_backends.py` writes the same set under every backend into a temporary
+folder (`write_fixtures`) and loads each under the others.
 """
 
 import pathlib
@@ -122,9 +125,9 @@ def fixture_models():
         yield name, preset_model(preset)
 
 
-def main(argv):
-    del argv
-    output_dir = pathlib.Path(_OUTPUT_DIR.value)
+def write_fixtures(output_dir, verbose=False):
+    """Saves every fixture model to `output_dir`, with the inputs and outputs file."""
+    output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     outputs = {}
     for seed, (name, model) in enumerate(fixture_models()):
@@ -134,9 +137,15 @@ def main(argv):
         ).astype("float32")
         model.save(output_dir / f"{name}.keras")
         outputs[f"{name}/x"] = x
-        outputs[f"{name}/y"] = np.asarray(model(x))
-        print(f"{name}: {outputs[f'{name}/y'].shape}")
+        outputs[f"{name}/y"] = keras.ops.convert_to_numpy(model(x))
+        if verbose:
+            print(f"{name}: {outputs[f'{name}/y'].shape}")
     np.savez_compressed(output_dir / OUTPUTS_FILE, **outputs)
+
+
+def main(argv):
+    del argv
+    write_fixtures(_OUTPUT_DIR.value, verbose=True)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ def normalize_combining_weights(logits, normalization):
     Returns:
       A tensor of the same shape.
     """
+    logits = ops.convert_to_tensor(logits)
     if normalization == "softmax":
         if logits.shape[-1] == 1:
             # Softmax over one basis is exactly 1 (Keras warns on every call).

@@ -3,6 +3,7 @@
 import numpy as np
 
 from low_rank_local_connectivity.layers import LowRankLocallyConnected2D
+from tests.backend_testing import numpy
 
 # Absolute tolerance of float32 layer outputs against float64 references.
 ATOL = 1e-5
@@ -43,5 +44,5 @@ def images(shape, seed=1):
 def run(layer, x_channels_last):
     """Calls `layer` on x given channels_last, returns a channels_last output."""
     if layer.data_format == "channels_first":
-        return np.asarray(layer(x_channels_last.transpose(0, 3, 1, 2))).transpose(0, 2, 3, 1)
-    return np.asarray(layer(x_channels_last))
+        return numpy(layer(x_channels_last.transpose(0, 3, 1, 2))).transpose(0, 2, 3, 1)
+    return numpy(layer(x_channels_last))

@@ -15,6 +15,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from low_rank_local_connectivity.layers import LowRankLocallyConnected2D
+from tests.backend_testing import numpy
 from tests.layers.lrlc_reference import np_lrlc
 
 NUM_CASES = 150
@@ -108,7 +109,7 @@ def test_random_configuration_matches_reference_or_names_the_argument(case):
     rng = np.random.default_rng(1)
     for variable in layer.weights:
         variable.assign(rng.normal(scale=0.5, size=variable.shape).astype("float32"))
-    y = np.asarray(layer(x.transpose(0, 3, 1, 2) if channels_first else x))
+    y = numpy(layer(x.transpose(0, 3, 1, 2) if channels_first else x))
     if channels_first:
         y = y.transpose(0, 2, 3, 1)
     np.testing.assert_allclose(y, np_lrlc(layer, x), atol=1e-4, rtol=1e-5)

@@ -1,31 +1,29 @@
-"""Tests of `LocallyConnected2D`, against tf_keras' layer and a NumPy reference."""
+"""Tests of `LocallyConnected2D`, against locally connected oracles (NumPy, tf_keras)."""
 
 import numpy as np
 import pytest
-import tf_keras
 
 from low_rank_local_connectivity.layers import LocallyConnected2D
+from tests.backend_testing import numpy
+from tests.layers.locally_connected_oracles import ORACLES
 from tests.layers.lrlc_reference import np_conv
 from tests.layers.lrlc_testing import ATOL
 from tests.layers.lrlc_testing import images
 from tests.layers.lrlc_testing import run
 
 
+@pytest.mark.parametrize("oracle", ORACLES)
 @pytest.mark.parametrize("strides", [1, 2, (1, 2)])
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-def test_locally_connected_equals_tf_keras(strides, data_format):
+def test_locally_connected_equals_the_oracle(strides, data_format, oracle):
     x = images((2, 9, 8, 3))
     ours = LocallyConnected2D(
         4, (3, 2), strides=strides, data_format=data_format,
         bias_initializer="random_normal",
     )
-    oracle = tf_keras.layers.LocallyConnected2D(4, (3, 2), strides=strides, implementation=1)
     y = run(ours, x)
-    oracle.build(x.shape)
-    kernel = np.asarray(ours.kernel)
-    out_h, out_w = kernel.shape[:2]
-    oracle.set_weights([kernel.reshape(out_h * out_w, -1, 4), np.asarray(ours.bias)])
-    np.testing.assert_allclose(y, oracle(x), atol=ATOL, rtol=0)
+    expected = oracle(x, numpy(ours.kernel), numpy(ours.bias), ours.strides)
+    np.testing.assert_allclose(y, expected, atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("strides", [1, 2])
@@ -34,8 +32,8 @@ def test_locally_connected_same_padding_matches_numpy(strides):
     layer = LocallyConnected2D(
         4, 3, strides=strides, padding="same", bias_initializer="random_normal"
     )
-    y = np.asarray(layer(x))
-    kernel, bias = np.asarray(layer.kernel), np.asarray(layer.bias)
+    y = numpy(layer(x))
+    kernel, bias = numpy(layer.kernel), numpy(layer.bias)
     # Reference: for each output position, a convolution with that position's kernel.
     expected = np.zeros_like(y)
     for i in range(y.shape[1]):

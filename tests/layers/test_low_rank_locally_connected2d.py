@@ -1,9 +1,11 @@
 """Tests of `LowRankLocallyConnected2D`.
 
-Oracles are independent of the code under test: `tf_keras.layers.LocallyConnected2D`
-(Keras 2's locally connected layer), `keras.layers.Conv2D` and the NumPy
-re-implementation of docs/design.md §1 (`lrlc_reference`). Its combining weights
-are tested in `test_lrlc_combining_weights.py`.
+Oracles are independent of the code under test: locally connected layers loaded with
+the layer's equivalent per-position kernel (`locally_connected_oracles`: NumPy, and
+Keras 2's `tf_keras.layers.LocallyConnected2D` on TensorFlow),
+`keras.layers.Conv2D` and the NumPy re-implementation of docs/design.md §1
+(`lrlc_reference`). Its combining weights are tested in
+`test_lrlc_combining_weights.py`.
 """
 
 import os
@@ -14,11 +16,13 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
-import tf_keras
 
 from low_rank_local_connectivity.layers import LowRankLocallyConnected2D as LRLC
+from tests.backend_testing import numpy
+from tests.backend_testing import requires_tensorflow
+from tests.layers.locally_connected_oracles import ORACLES
 from tests.layers.lrlc_reference import np_lrlc
+from tests.layers.lrlc_reference import same_padding
 from tests.layers.lrlc_testing import ATOL
 from tests.layers.lrlc_testing import MODES
 from tests.layers.lrlc_testing import images
@@ -30,47 +34,35 @@ from tests.layers.lrlc_testing import run
 # -- Equivalence with an independent locally connected layer -------------------
 
 
-def tf_keras_locally_connected(layer, x):
-    """Runs tf_keras' LocallyConnected2D loaded with the LRLC's equivalent kernel.
+def locally_connected_equivalent(layer, x, oracle):
+    """Runs a locally connected `oracle` loaded with the LRLC's equivalent kernel.
 
-    `x` is channels_last; 'same' padding is applied here in NumPy since tf_keras'
-    implementation 1 only supports 'valid'.
+    `x` is channels_last; 'same' padding is applied here in NumPy since the oracles
+    are 'valid'. The kernel is read for `x` when it depends on the input (its
+    combining weights, or an output size unknown at build time).
     """
     probe = x.transpose(0, 3, 1, 2) if layer.data_format == "channels_first" else x
-    kernel = np.asarray(
-        layer.locally_connected_kernel(probe if layer.input_dependent else None)
-    )
+    needs_inputs = layer.input_dependent or None in layer.output_size
+    kernel = numpy(layer.locally_connected_kernel(probe if needs_inputs else None))
     if layer.input_dependent:
         assert kernel.shape[0] == 1, "the oracle takes one example at a time"
         kernel = kernel[0]
-    out_h, out_w, kh, kw, channels, filters = kernel.shape
+    out_h, out_w, kh, kw, _, filters = kernel.shape
     if layer.padding == "same":
-        sh, sw = layer.strides
-        pad_h = max((out_h - 1) * sh + kh - x.shape[1], 0)
-        pad_w = max((out_w - 1) * sw + kw - x.shape[2], 0)
-        x = np.pad(
-            x,
-            ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
-        )
-    oracle = tf_keras.layers.LocallyConnected2D(
-        filters, (kh, kw), strides=layer.strides, implementation=1
-    )
-    oracle.build(x.shape)
+        x = same_padding(x, (kh, kw), layer.strides)
     bias = np.zeros((out_h, out_w, filters), np.float32)
     for name in ("spatial_bias_row", "spatial_bias_col", "spatial_bias", "bias"):
         variable = getattr(layer, name)
         if variable is not None:
-            bias = bias + np.asarray(variable)
-    oracle.set_weights(
-        [kernel.reshape(out_h * out_w, kh * kw * channels, filters), bias]
-    )
-    return oracle(x).numpy()
+            bias = bias + numpy(variable)
+    return oracle(x, kernel, bias, layer.strides)
 
 
+@pytest.mark.parametrize("oracle", ORACLES)
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("normalize_weights", ["softmax", "norm", ""])
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-def test_equals_tf_keras_locally_connected(mode, normalize_weights, data_format):
+def test_equals_locally_connected(mode, normalize_weights, data_format, oracle):
     layer = make_lrlc(
         mode, normalize_weights=normalize_weights, data_format=data_format
     )
@@ -79,15 +71,16 @@ def test_equals_tf_keras_locally_connected(mode, normalize_weights, data_format)
     layer.build(x.shape if data_format == "channels_last" else (batch, 2, 9, 8))
     randomize(layer)
     np.testing.assert_allclose(
-        run(layer, x), tf_keras_locally_connected(layer, x), atol=ATOL, rtol=0
+        run(layer, x), locally_connected_equivalent(layer, x, oracle), atol=ATOL, rtol=0
     )
 
 
+@pytest.mark.parametrize("oracle", ORACLES)
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize(
     "padding,strides", [("valid", 1), ("same", 1), ("valid", 2), ("same", 2)]
 )
-def test_equals_tf_keras_locally_connected_with_initializers(mode, padding, strides):
+def test_equals_locally_connected_with_initializers(mode, padding, strides, oracle):
     """As built (no randomisation), for 'conv_init' and a random initializer."""
     x = images((1, 10, 9, 3))
     for initializer in ("conv_init", keras.initializers.RandomNormal(seed=3)):
@@ -99,7 +92,8 @@ def test_equals_tf_keras_locally_connected_with_initializers(mode, padding, stri
             bias_initializer=keras.initializers.RandomNormal(seed=4),
         )
         np.testing.assert_allclose(
-            run(layer, x), tf_keras_locally_connected(layer, x), atol=ATOL, rtol=0
+            run(layer, x), locally_connected_equivalent(layer, x, oracle),
+            atol=ATOL, rtol=0,
         )
 
 
@@ -157,8 +151,8 @@ def test_rank_one_softmax_equals_conv2d(padding, strides, dilation, data_format)
     layer.build(shape)
     randomize(layer)  # random logits: softmax over one basis is still 1
     conv.build(shape)
-    conv.set_weights([np.asarray(layer.kernel_bases), np.asarray(layer.bias)])
-    np.testing.assert_allclose(layer(x), conv(x), atol=ATOL, rtol=0)
+    conv.set_weights([numpy(layer.kernel_bases), numpy(layer.bias)])
+    np.testing.assert_allclose(numpy(layer(x)), numpy(conv(x)), atol=ATOL, rtol=0)
 
 
 # -- Shapes, dynamic sizes, variables ------------------------------------------
@@ -226,42 +220,30 @@ def test_any_batch_size_after_build_in_a_functional_model(mode):
     assert tuple(outputs.shape) == (None, 8, 7, 2)
     for batch in (1, 5):
         assert model(images((batch, 10, 9, 3))).shape == (batch, 8, 7, 2)
-    compiled = tf.function(model)
-    assert compiled(images((3, 10, 9, 3))).shape == (3, 8, 7, 2)
+    # The backend's compiled prediction step (tf.function, jax.jit; eager on torch).
+    x = images((3, 10, 9, 3))
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), numpy(model(x)), atol=ATOL, rtol=0
+    )
 
 
+@pytest.mark.parametrize("oracle", ORACLES)
 @pytest.mark.parametrize(
     "mode,input_shape,probe",
     [("row_only", (10, None, 3), (2, 10, 6, 3)), ("col_only", (None, 9, 3), (2, 12, 9, 3))],
 )
-def test_one_axis_sharing_accepts_unknown_free_axis(mode, input_shape, probe):
+def test_one_axis_sharing_accepts_unknown_free_axis(mode, input_shape, probe, oracle):
     layer = make_lrlc(mode)
     inputs = keras.Input(input_shape)
     model = keras.Model(inputs, layer(inputs))
     randomize(layer)
     x = images(probe)
-    y = np.asarray(model(x))
+    y = numpy(model(x))
     np.testing.assert_allclose(y, np_lrlc(layer, x), atol=ATOL, rtol=0)
     np.testing.assert_allclose(
-        y, tf_keras_locally_connected_dynamic(layer, x), atol=ATOL, rtol=0
+        y, locally_connected_equivalent(layer, x, oracle), atol=ATOL, rtol=0
     )
     assert y.shape == tuple(layer.compute_output_shape(probe))
-
-
-def tf_keras_locally_connected_dynamic(layer, x):
-    kernel = np.asarray(layer.locally_connected_kernel(x))
-    out_h, out_w = kernel.shape[:2]
-    oracle = tf_keras.layers.LocallyConnected2D(layer.filters, 3, implementation=1)
-    oracle.build(x.shape)
-    bias = sum(
-        np.asarray(v) for v in (layer.spatial_bias_row, layer.spatial_bias_col, layer.bias)
-        if v is not None
-    )
-    oracle.set_weights(
-        [kernel.reshape(out_h * out_w, -1, layer.filters),
-         np.broadcast_to(bias, (out_h, out_w, layer.filters))]
-    )
-    return oracle(x).numpy()
 
 
 def test_compute_output_shape_matches_call():
@@ -285,9 +267,9 @@ def test_regularizers_and_constraints_apply_to_their_variables():
     )
     layer.build((None, 6, 6, 2))
     randomize(layer)
-    kernel = np.asarray(layer.kernel_bases)
-    row, col = np.asarray(layer.combining_weights_row), np.asarray(layer.combining_weights_col)
-    bias = np.asarray(layer.bias)
+    kernel = numpy(layer.kernel_bases)
+    row, col = numpy(layer.combining_weights_row), numpy(layer.combining_weights_col)
+    bias = numpy(layer.bias)
     expected = sorted([
         0.1 * (kernel**2).sum(), 0.2 * np.abs(row).sum(), 0.2 * np.abs(col).sum(),
         0.3 * (bias**2).sum(),
@@ -300,7 +282,7 @@ def test_regularizers_and_constraints_apply_to_their_variables():
 def test_activation_and_mixed_precision():
     layer = LRLC(2, 3, 3, activation="relu", dtype="mixed_float16")
     y = layer(images((2, 6, 6, 2)))
-    assert y.dtype == "float16"
+    assert keras.backend.standardize_dtype(y.dtype) == "float16"
     assert layer.kernel_bases.dtype == "float32"
     assert float(keras.ops.min(y)) >= 0.0
 
@@ -349,9 +331,10 @@ def test_keras_file_round_trip(config, tmp_path):
     path = str(tmp_path / "model.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
-    np.testing.assert_array_equal(loaded(x), model(x))
+    np.testing.assert_array_equal(numpy(loaded(x)), numpy(model(x)))
 
 
+@requires_tensorflow("a TensorFlow SavedModel served by TensorFlow")
 @pytest.mark.slow  # It serves the model in a subprocess.
 def test_saved_model_serves_without_the_package(tmp_path):
     model, _, input_shape = _model_with(dict(mode="input_dependent"))
@@ -376,7 +359,7 @@ def test_saved_model_serves_without_the_package(tmp_path):
         [sys.executable, "-c", script], check=True, cwd=str(tmp_path), env=env,
         capture_output=True,
     )
-    expected = np.asarray(model(x))
+    expected = numpy(model(x))
     # The serving graph may fuse or reorder float32 ops (oneDNN), hence not bitwise.
     np.testing.assert_allclose(np.load(tmp_path / "y5.npy"), expected, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(np.load(tmp_path / "y1.npy"), expected[:1], atol=1e-5, rtol=1e-5)

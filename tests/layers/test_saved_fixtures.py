@@ -15,6 +15,8 @@ import pytest
 
 # Importing the layers registers their classes for deserialisation.
 from low_rank_local_connectivity import layers  # noqa: F401
+from tests.backend_testing import BACKEND
+from tests.backend_testing import numpy
 
 FIXTURES_DIR = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "layers"
 OUTPUTS = np.load(FIXTURES_DIR / "outputs.npz")
@@ -29,7 +31,10 @@ def test_every_saved_model_has_its_outputs():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_saved_model_loads_with_the_same_outputs(name):
+    """Within 1e-6 on TensorFlow, which saved them; other backends' kernels sum in
+    other orders, hence 1e-5 there."""
     model = keras.saving.load_model(FIXTURES_DIR / f"{name}.keras")
+    atol = 1e-6 if BACKEND == "tensorflow" else 1e-5
     np.testing.assert_allclose(
-        np.asarray(model(OUTPUTS[f"{name}/x"])), OUTPUTS[f"{name}/y"], atol=1e-6, rtol=0
+        numpy(model(OUTPUTS[f"{name}/x"])), OUTPUTS[f"{name}/y"], atol=atol, rtol=0
     )
