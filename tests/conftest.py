@@ -2,10 +2,11 @@
 
 The core (layers, models, conversion, validation) runs on TensorFlow, JAX and
 PyTorch; its suites, `CORE_SUITES`, are marked `core`. Keras picks its backend once
-per process, so they run once per backend: `KERAS_BACKEND=jax python -m pytest -m
-core`. Off TensorFlow only the core suites are collected (the others need
-TensorFlow). `tests/test_backends.py` runs them under the other backends from the
-default (TensorFlow) run.
+per process, so they run once per backend: `KERAS_BACKEND=jax python -m pytest`.
+Off TensorFlow only the core suites and that backend's own suites
+(`BACKEND_SUITES`: the trainer and the commands on JAX) are collected; the others
+need TensorFlow. `tests/test_backends.py` runs them under the other backends from
+the default (TensorFlow) run.
 
 `../shared/data` (beside the repository) holds the real MNIST used by a few tests in
 CI: a prepared TFDS data_dir (`tensorflow_datasets/mnist`) and the idx files
@@ -35,26 +36,36 @@ CORE_SUITES = (
     "tests/test_resnet.py",
     "tests/test_convert.py",
 )
+# What runs on a backend besides the core.
+BACKEND_SUITES = {
+    "jax": ("tests/training/test_jax_training.py", "tests/test_jax_commands.py"),
+}
+
+
+def _in(path, suites):
+    relative = pathlib.Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+    return any(relative == suite or relative.startswith(suite + "/") for suite in suites)
 
 
 def _in_core(path):
-    relative = pathlib.Path(path).resolve().relative_to(REPO_ROOT).as_posix()
-    return any(relative == suite or relative.startswith(suite + "/")
-               for suite in CORE_SUITES)
+    return _in(path, CORE_SUITES)
 
 
 def pytest_report_header(config):
     backend = keras.backend.backend()
     if backend == "tensorflow":
         return f"Keras backend: {backend}"
-    return f"Keras backend: {backend}; collecting the core suites only: {CORE_SUITES}"
+    suites = CORE_SUITES + BACKEND_SUITES.get(backend, ())
+    return f"Keras backend: {backend}; collecting {suites} only"
 
 
 def pytest_ignore_collect(collection_path, config):
-    """Off TensorFlow, only the core suites are collected."""
-    if keras.backend.backend() == "tensorflow" or collection_path.is_dir():
+    """Off TensorFlow, only the core suites and the backend's own are collected."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow" or collection_path.is_dir():
         return None
-    if collection_path.name.startswith("test_") and not _in_core(collection_path):
+    if collection_path.name.startswith("test_") and not _in(
+            collection_path, CORE_SUITES + BACKEND_SUITES.get(backend, ())):
         return True
     return None
 

@@ -57,10 +57,13 @@ def test_benchmark_training_throughput_against_the_in_memory_step(tmp_path):
     assert report["rows"] == []
     (row,) = report["training"]
     assert row["preset"] == "mnist_small_lrlc" and row["batch_size"] == 128
+    assert row["backend"] == report["backend"] == "tensorflow"
     assert row["trainer_examples_per_second"] > 0 and row["step_examples_per_second"] > 0
+    assert row["fit_examples_per_second"] > 0
     assert row["ratio"] == row["trainer_examples_per_second"] / row["step_examples_per_second"]
     table = (tmp_path / "benchmark.md").read_text()
-    assert table.startswith("| preset | batch |") and "| mnist_small_lrlc | 128 |" in table
+    assert table.startswith("| preset | backend | batch |")
+    assert "| mnist_small_lrlc | tensorflow | 128 |" in table
 
 
 def test_benchmark_times_the_layers_in_the_precision_asked_for(tmp_path):

@@ -1,13 +1,16 @@
 r"""Benchmarks LRLC layers against convolutions and locally connected layers.
 
-For every input shape and rank K it times, inside `tf.function` (graph mode and/or
-XLA `jit_compile`), the forward and the forward+backward pass of:
-Conv2D(F), Conv2D(K*F) -- the floor of an LRLC layer of rank K --, fixed LRLC
-(row+col factorised and full table), input-dependent LRLC, our LocallyConnected2D,
-tf_keras' LocallyConnected2D (implementations 1, 2, 3) and the parameter-matched
-wide convolution. All cases of one shape are timed in interleaved rounds and every
-time is also reported as a ratio to Conv2D(K*F) from the same rounds, since this
-machine's absolute times drift. Peak memory is TF's allocator peak per case.
+On the Keras backend of KERAS_BACKEND, for every input shape and rank K, it times
+the forward and the forward+backward pass of: Conv2D(F), Conv2D(K*F) -- the floor
+of an LRLC layer of rank K --, fixed LRLC (row+col factorised and full table),
+input-dependent LRLC, our LocallyConnected2D, tf_keras' LocallyConnected2D
+(implementations 1, 2, 3; TensorFlow only, skipped with a note elsewhere) and the
+parameter-matched wide convolution. Modes: TensorFlow's `tf.function` ('graph')
+and XLA ('xla'), JAX's `jax.jit` ('xla'), PyTorch eager ('eager'); see
+`benchmark_steps.py`. All cases of one shape are timed in interleaved rounds and
+every time is also reported as a ratio to Conv2D(K*F) from the same rounds, since
+a machine's absolute times drift. Peak memory is the allocator's peak per case
+where the backend reports it (TensorFlow's CPU allocator, CUDA).
 
 Examples:
 
@@ -20,10 +23,14 @@ Examples:
   lrlc-benchmark --layers= --training=mnist_small_conv,mnist_small_lrlc
   # The same layers in bfloat16 (Keras' and tf_keras' 'mixed_bfloat16' policy).
   lrlc-benchmark --mixed_precision=mixed_bfloat16 --output_dir=runs/benchmark_bf16
+  # On JAX (no TensorFlow needed), e.g. on a GPU.
+  KERAS_BACKEND=jax lrlc-benchmark --suite=paper --output_dir=runs/benchmark_jax
 
 Training throughput runs `training.train_and_evaluate` on the embedded MNIST subset
 (no external data) and reports its steady-state examples/s (the first, tracing step
-excluded), next to `task.measure_step_throughput` of the same configuration.
+excluded), next to `task.measure_step_throughput` of the same configuration
+(TensorFlow and JAX), and Keras `model.fit` with the same model, optimiser and
+batches (every backend).
 """
 
 import json
@@ -37,6 +44,9 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+import numpy as np
+
+from low_rank_local_connectivity.cli import benchmark_steps
 from low_rank_local_connectivity.cli import startup
 
 # Suites of cases: (batch, (height, width, channels, filters)) shapes and ranks.
@@ -69,7 +79,11 @@ flags.DEFINE_integer("batch_size", None, "Overrides the suite's batch size.")
 flags.DEFINE_list("shapes", None, "Overrides the suite's HxWxCxF shapes.")
 flags.DEFINE_list("ranks", None, "Overrides the suite's ranks.")
 flags.DEFINE_list("layers", list(LAYERS), f"Layers to time, from {LAYERS}.")
-flags.DEFINE_list("modes", ["graph", "xla"], "Compile modes: graph and/or xla.")
+flags.DEFINE_list(
+    "modes", None,
+    "Compile modes (default: all of the backend's): TensorFlow 'graph' "
+    "(tf.function) and 'xla' (jit_compile); JAX 'xla' (jax.jit); PyTorch 'eager'.",
+)
 flags.DEFINE_integer("warmup", 2, "Untimed steps per case (after tracing).")
 flags.DEFINE_integer("repeats", 10, "Timed rounds; the median is reported.")
 flags.DEFINE_float(
@@ -104,7 +118,6 @@ def _parse_shape(text):
 def make_layer(name, rank, filters, channels, height, width):
     """Returns the layer to time, or a string saying why it is skipped."""
     import keras
-    import tf_keras
 
     from low_rank_local_connectivity import layers
 
@@ -125,6 +138,10 @@ def make_layer(name, rank, filters, channels, height, width):
     if name == "locally_connected":
         return layers.LocallyConnected2D(filters, 3)
     if name.startswith("tf_keras_locally_connected"):
+        if keras.backend.backend() != "tensorflow":
+            return f"skipped: tf_keras runs on TensorFlow, not {keras.backend.backend()}"
+        import tf_keras
+
         implementation = int(name[-1])
         dense_gib = (height * width * channels) * ((height - 2) * (width - 2) * filters) * 4 / 2**30
         if implementation == 2 and dense_gib > FLAGS.max_kernel_gib:
@@ -133,50 +150,11 @@ def make_layer(name, rank, filters, channels, height, width):
     raise app.UsageError(f"Unknown layer {name!r}; choose from {LAYERS}")
 
 
-def _steps(layer, inputs, jit):
-    """Compiled forward and forward+backward steps of `layer` on `inputs`."""
-    import tensorflow as tf
-
-    outputs = layer(inputs)  # builds
-    upstream = tf.cast(tf.random.stateless_normal(outputs.shape, seed=(1, 2)), outputs.dtype)
-    variables = list(layer.trainable_variables)
-
-    @tf.function(jit_compile=jit)
-    def forward():
-        return tf.cast(tf.reduce_sum(layer(inputs)), tf.float32)
-
-    @tf.function(jit_compile=jit)
-    def forward_backward():
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            outputs = layer(inputs)
-        gradients = tape.gradient(outputs, [inputs] + variables, output_gradients=upstream)
-        # The outputs are part of the result, as a loss would be: otherwise graph
-        # pruning drops a forward pass whose values the backward pass does not read
-        # (a convolution's), and the step would time the backward pass alone.
-        sums = [tf.reduce_sum(outputs)] + [tf.reduce_sum(g) for g in gradients]
-        return tf.add_n([tf.cast(value, tf.float32) for value in sums])
-
-    return {"forward": forward, "forward_backward": forward_backward}
-
-
-def _peak_memory_bytes(step):
-    """Peak bytes TF's CPU allocator holds during `step`, above what it held before."""
-    import tensorflow as tf
-
-    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
-    tf.config.experimental.reset_memory_stats("CPU:0")
-    step().numpy()
-    return tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
-
-
 def benchmark_shape(batch_size, shape, rank, layer_names, mode):
     """Times every layer on one shape; returns a list of result rows."""
-    import tensorflow as tf
-
     height, width, channels, filters = shape
-    inputs = tf.random.stateless_normal((batch_size, height, width, channels), seed=(3, 4))
-    jit = mode == "xla"
+    # float32 inputs: the layers cast them to their compute dtype.
+    inputs = benchmark_steps.random_inputs((batch_size, height, width, channels), seed=3)
     rows, steps = [], {}
     for name in layer_names:
         layer = make_layer(name, rank, filters, channels, height, width)
@@ -186,15 +164,17 @@ def benchmark_shape(batch_size, shape, rank, layer_names, mode):
             rows.append(dict(row, note=layer))
             continue
         try:
-            steps[name] = _steps(layer, inputs, jit)
+            steps[name] = benchmark_steps.compiled_steps(layer, inputs, mode)
             for kind, step in steps[name].items():
-                step().numpy()  # trace and compile
+                step()  # trace and compile
                 for _ in range(FLAGS.warmup):
-                    step().numpy()
-                row[f"{kind}_peak_memory_mb"] = _peak_memory_bytes(step) / 2**20
-            row["params"] = int(sum(v.shape.num_elements() for v in layer.trainable_variables))
+                    step()
+                peak = benchmark_steps.peak_memory_bytes(step)
+                if peak is not None:
+                    row[f"{kind}_peak_memory_mb"] = peak / 2**20
+            row["params"] = int(sum(np.prod(v.shape) for v in layer.trainable_variables))
             row["compute_dtype"] = layer.compute_dtype
-        except (tf.errors.OpError, ValueError) as error:  # e.g. XLA unsupported op
+        except Exception as error:  # noqa: BLE001  (e.g. an op XLA cannot compile)
             steps.pop(name, None)
             row["note"] = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:120]}"
         rows.append(row)
@@ -203,7 +183,7 @@ def benchmark_shape(batch_size, shape, rank, layer_names, mode):
         for name, layer_steps in steps.items():
             for kind, step in layer_steps.items():
                 start = time.perf_counter()
-                step().numpy()
+                step()
                 times[(name, kind)].append(time.perf_counter() - start)
     for row in rows:
         for kind in ("forward", "forward_backward"):
@@ -264,8 +244,48 @@ def markdown_table(rows):
     return "\n".join(lines)
 
 
+def _fit_examples_per_second(config, steps):
+    """Examples/s of Keras `model.fit` with the trainer's model and optimiser.
+
+    The same model, optimiser, batch size and NumPy batches of the embedded
+    data; two epochs of `steps // 2` steps, the second one timed (the first
+    compiles). Runs on every backend.
+    """
+    import keras
+
+    from low_rank_local_connectivity import data
+    from low_rank_local_connectivity.training import task as task_lib
+
+    dataset = data.resolve_config(config.dataset)
+    batches = dataset.numpy_batches("train", batch_size=config.train.batch_size,
+                                    is_training=True, seed=config.seed)
+    images, labels, _ = (np.concatenate(parts) for parts in zip(
+        *(next(batches) for _ in range(steps // 2))))
+    keras.utils.set_random_seed(config.seed)
+    model, optimizer = task_lib.build_model_and_optimizer(config, dataset.metadata)
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    class EpochTimes(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds = time.perf_counter() - self.start
+
+    timer = EpochTimes()
+    model.fit(images, labels, batch_size=config.train.batch_size, epochs=2,
+              shuffle=False, verbose=0, callbacks=[timer])
+    return len(images) / timer.seconds
+
+
 def benchmark_training(preset, steps, workdir):
-    """Trainer examples/s against the pure step rate, for one experiment preset."""
+    """Examples/s of the trainer, of its step alone and of `model.fit`, for a preset.
+
+    The trainer and its in-memory step run on TensorFlow and JAX (None under
+    PyTorch); `model.fit` on every backend.
+    """
+    import keras
+
     from low_rank_local_connectivity import training
     from low_rank_local_connectivity.configs import experiment
 
@@ -274,33 +294,50 @@ def benchmark_training(preset, steps, workdir):
     train.mixed_precision = FLAGS.mixed_precision
     train.train_steps = train.eval_every_steps = train.checkpoint_every_steps = steps
     train.log_every_steps = max(steps // 4, 1)
-    # The in-memory step is timed before and after the trainer run, and averaged,
-    # so that drift of the machine's speed does not bias the ratio.
-    step_task = training.create_task(config)
-    step_before = step_task.measure_step_throughput(num_steps=steps // 2)
-    results = training.train_and_evaluate(config, str(workdir / preset / "trainer"))
-    step_after = step_task.measure_step_throughput(num_steps=steps // 2)
-    step_only = (step_before + step_after) / 2
-    with_pipeline = results["steady_examples_per_second"]
-    return dict(
-        preset=preset, batch_size=train.batch_size, steps=steps,
-        trainer_examples_per_second=with_pipeline,
-        step_examples_per_second=step_only,
-        ratio=with_pipeline / step_only,
-    )
+    row = dict(preset=preset, backend=keras.backend.backend(),
+               batch_size=train.batch_size, steps=steps,
+               trainer_examples_per_second=None, step_examples_per_second=None,
+               ratio=None)
+    if row["backend"] in ("tensorflow", "jax"):
+        # The in-memory step is timed before and after the trainer run, and
+        # averaged, so that drift of the machine's speed does not bias the ratio.
+        step_task = training.create_task(config)
+        step_before = step_task.measure_step_throughput(num_steps=steps // 2)
+        results = training.train_and_evaluate(
+            config, str(workdir / preset / "trainer"), progress=False)
+        step_after = step_task.measure_step_throughput(num_steps=steps // 2)
+        step_only = (step_before + step_after) / 2
+        with_pipeline = results["steady_examples_per_second"]
+        row.update(trainer_examples_per_second=with_pipeline,
+                   step_examples_per_second=step_only, ratio=with_pipeline / step_only)
+    row["fit_examples_per_second"] = _fit_examples_per_second(config, steps)
+    return row
 
 
 def training_table(rows):
     lines = [
-        "| preset | batch | trainer examples/s | in-memory step examples/s | ratio |",
-        "|---|---|---|---|---|",
+        "| preset | backend | batch | trainer examples/s | in-memory step examples/s "
+        "| trainer / step | model.fit examples/s |",
+        "|---|---|---|---|---|---|---|",
     ]
+
+    def fmt(value, spec):
+        return "" if value is None else format(value, spec)
+
     for r in rows:
         lines.append(
-            f"| {r['preset']} | {r['batch_size']} | {r['trainer_examples_per_second']:.0f} | "
-            f"{r['step_examples_per_second']:.0f} | {r['ratio']:.2f} |"
+            f"| {r['preset']} | {r['backend']} | {r['batch_size']} | "
+            f"{fmt(r['trainer_examples_per_second'], '.0f')} | "
+            f"{fmt(r['step_examples_per_second'], '.0f')} | {fmt(r['ratio'], '.2f')} | "
+            f"{r['fit_examples_per_second']:.0f} |"
         )
     return "\n".join(lines)
+
+
+def _backend_version(backend):
+    import importlib
+
+    return importlib.import_module(backend).__version__
 
 
 def main(argv):
@@ -319,9 +356,15 @@ def main(argv):
         raise app.UsageError(
             f"--training_steps must be >= 4 (the first step traces); got {FLAGS.training_steps}"
         )
-    bad_modes = sorted(set(FLAGS.modes) - {"graph", "xla"})
+    import keras
+
+    backend = keras.backend.backend()
+    modes = FLAGS.modes or list(benchmark_steps.backend_modes())
+    bad_modes = sorted(set(modes) - set(benchmark_steps.backend_modes()))
     if bad_modes:
-        raise app.UsageError(f"--modes must be graph and/or xla; got {bad_modes}")
+        raise app.UsageError(
+            f"--modes of the {backend} backend are {benchmark_steps.backend_modes()}; "
+            f"got {bad_modes}")
     layer_names = list(dict.fromkeys([REFERENCE] + FLAGS.layers)) if FLAGS.layers else []
     from low_rank_local_connectivity.configs import experiment
 
@@ -332,18 +375,23 @@ def main(argv):
         )
     import tempfile
 
-    import keras
-    import tensorflow as tf
-    import tf_keras
+    from low_rank_local_connectivity import devices
 
     keras.config.set_dtype_policy(FLAGS.mixed_precision)
-    tf_keras.mixed_precision.set_global_policy(FLAGS.mixed_precision)
+    if backend == "tensorflow":
+        import tf_keras
+
+        tf_keras.mixed_precision.set_global_policy(FLAGS.mixed_precision)
+    versions = dict(keras=keras.__version__, backend=backend,
+                    backend_version=_backend_version(backend),
+                    device=devices.device_kind())
 
     cpu = os.cpu_count()
-    print(f"TensorFlow {tf.__version__}; {cpu} CPU cores; batch {batch_size}; "
+    print(f"Keras {keras.__version__} on {backend} {versions['backend_version']} "
+          f"({versions['device']}); {cpu} CPU cores; batch {batch_size}; "
           f"{FLAGS.mixed_precision}", flush=True)
     rows = []
-    for mode in FLAGS.modes if layer_names else []:
+    for mode in modes if layer_names else []:
         for shape in shapes:
             for rank in ranks:
                 started = time.time()
@@ -362,7 +410,7 @@ def main(argv):
         out = pathlib.Path(FLAGS.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "benchmark.json").write_text(json.dumps(
-            dict(tensorflow=tf.__version__, cpu_count=cpu, reference=REFERENCE,
+            dict(**versions, cpu_count=cpu, reference=REFERENCE,
                  mixed_precision=FLAGS.mixed_precision,
                  command=shlex.join(["python"] + sys.argv), rows=rows,
                  training=training_rows),

@@ -99,6 +99,11 @@ _DOWNLOAD = flags.DEFINE_bool(
 _MANUAL_DIR = flags.DEFINE_string(
     "manual_dir", None, "Folder with the dataset's original files (TFDS manual_dir)."
 )
+_IDX_DIR = flags.DEFINE_string(
+    "idx_dir", None,
+    "Folder of MNIST's idx files: mnist and trans_mnist42 through the NumPy "
+    "path, without TFDS (what a JAX machine without TensorFlow uses).",
+)
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "Directory of the runs (one model_dir per cell)."
 )
@@ -147,7 +152,7 @@ def _run_grid():
         return experiments.run_grid(
             _grid(), _OUTPUT_DIR.value, data_dir=_DATA_DIR.value,
             download=_DOWNLOAD.value, manual_dir=_MANUAL_DIR.value,
-            parallel=_PARALLEL.value, num_shards=_NUM_SHARDS.value,
+            idx_dir=_IDX_DIR.value, parallel=_PARALLEL.value, num_shards=_NUM_SHARDS.value,
             shard_index=_SHARD_INDEX.value,
         )
     except experiments.GridInterrupted as interrupted:

@@ -131,41 +131,58 @@ def _stderr_without_noise():
 
 
 class _DropNoise(logging.Filter):
-    """Drops noise, and TensorFlow's INFO records whatever API logged them."""
+    """Drops noise, and the INFO records of the libraries in `package_dirs`
+    (TensorFlow, Orbax) whatever API logged them."""
 
-    def __init__(self, tensorflow_dir):
+    def __init__(self, package_dirs):
         super().__init__()
-        self._tensorflow_dir = tensorflow_dir
+        self._package_dirs = tuple(package_dirs)
 
     def filter(self, record):
         if record.levelno < logging.WARNING and record.pathname.startswith(
-            self._tensorflow_dir
+            self._package_dirs
         ):
             return False
         return not is_noise(record.getMessage())
+
+
+def _package_dir(name):
+    """The folder of an installed package (None if absent), without importing it."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except ModuleNotFoundError:
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return list(spec.submodule_search_locations)[0] + os.sep
 
 
 def quiet_start():
     """Quiets TensorFlow unless verbose; call before TensorFlow is imported.
 
     Under another Keras backend than TensorFlow, TensorFlow is not imported.
+    Orbax's INFO records are dropped too.
     """
     if verbose_requested():
         os.environ[VERBOSE_ENV] = "1"  # Child processes too.
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or (
-        importlib.util.find_spec("tensorflow") is None
+    # Orbax (the JAX trainer's checkpoints) logs every save at INFO, JAX its
+    # search for accelerators.
+    package_dirs = [d for d in map(_package_dir, ("orbax.checkpoint", "jax")) if d]
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow" and (
+        importlib.util.find_spec("tensorflow") is not None
     ):
-        return
-    # TensorFlow logs its start-up notices, twice (two shared libraries), before
-    # its log level applies; the CUDA probe of a CPU-only machine logs an error.
-    with _stderr_without_noise():
-        import tensorflow as tf
+        # TensorFlow logs its start-up notices, twice (two shared libraries),
+        # before its log level applies; the CUDA probe of a CPU-only machine
+        # logs an error.
+        with _stderr_without_noise():
+            import tensorflow as tf
 
-        tf.config.list_physical_devices()
-    drop_noise = _DropNoise(os.path.dirname(tf.__file__) + os.sep)
-    for name in ("tensorflow", "absl"):  # TFDS and parts of TF log through absl.
+            tf.config.list_physical_devices()
+        package_dirs.append(os.path.dirname(tf.__file__) + os.sep)
+    drop_noise = _DropNoise(package_dirs)
+    for name in ("tensorflow", "absl"):  # TFDS, Orbax and parts of TF log through absl.
         logging.getLogger(name).addFilter(drop_noise)
 
 

@@ -308,7 +308,8 @@ def get_grid(dataset, scale="paper", *, layer_types=None, positions=None,
     return dataclasses.replace(grid, train=train, model=model, **replaced)
 
 
-def cell_config(cell, grid, *, data_dir=None, download=False, manual_dir=None):
+def cell_config(cell, grid, *, data_dir=None, download=False, manual_dir=None,
+                idx_dir=None):
     """The trainer config of a cell.
 
     Args:
@@ -317,6 +318,8 @@ def cell_config(cell, grid, *, data_dir=None, download=False, manual_dir=None):
         data_dir: optional str, TFDS data_dir.
         download: bool, let TFDS download and prepare missing data.
         manual_dir: optional str, folder with the dataset's original files.
+        idx_dir: optional str, folder of MNIST's idx files (MNIST and
+            translated MNIST without TFDS or TensorFlow).
 
     Returns:
         An experiment `ml_collections.ConfigDict` (see
@@ -338,7 +341,7 @@ def cell_config(cell, grid, *, data_dir=None, download=False, manual_dir=None):
     config.seed = cell.seed
     config.dataset.update(
         name=cell.dataset, data_dir=data_dir, download=download,
-        manual_dir=manual_dir,
+        manual_dir=manual_dir, idx_dir=idx_dir,
     )
     config.model.update(dict(grid.model))
     config.model.update(layer_types_lib.get(cell.layer_type).network_fields(

@@ -23,9 +23,9 @@ import time
 from absl import logging
 import keras
 import ml_collections
-import tensorflow as tf
 
 from low_rank_local_connectivity import data
+from low_rank_local_connectivity import devices
 from low_rank_local_connectivity import training
 from low_rank_local_connectivity import validation
 from low_rank_local_connectivity.configs import experiment
@@ -37,22 +37,13 @@ from low_rank_local_connectivity.training import run_dir
 # Config fields that do not change what a cell computes: where the data is read
 # from, and how often the trainer logs and checkpoints.
 _BOOKKEEPING_FIELDS = frozenset({
-    "dataset.data_dir", "dataset.download", "dataset.manual_dir",
+    "dataset.data_dir", "dataset.download", "dataset.manual_dir", "dataset.idx_dir",
     "train.log_every_steps", "train.checkpoint_every_steps",
     "train.keep_checkpoints",
 })
 _EXPERIMENT_SECTIONS = ("model.", "dataset.", "train.")
 # A cell's log in its model_dir: the worker's output and any traceback.
 _LOG_FILE = "train.log"
-
-
-def _device_kind():
-    """'cpu', or the kind of the GPU(s) TensorFlow trains on (e.g. 'NVIDIA H200')."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return "cpu"
-    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-    return name if len(gpus) == 1 else f"{len(gpus)} x {name}"
 
 
 def run_cell(cell, config, model_dir, num_threads=None):
@@ -68,8 +59,9 @@ def run_cell(cell, config, model_dir, num_threads=None):
         cell: `Cell`.
         config: experiment ConfigDict (`cell_config(cell, ...)`).
         model_dir: str.
-        num_threads: optional int, TensorFlow intra-op threads (set before
-            anything runs; use it only in a fresh process).
+        num_threads: optional int, the process's CPU threads
+            (`devices.limit_cpu_threads`; set before anything runs, so use it
+            only in a fresh process).
 
     Returns:
         The cell result dict: cell, config, num_parameters, train_steps,
@@ -77,8 +69,7 @@ def run_cell(cell, config, model_dir, num_threads=None):
         backend), device ('cpu' or the GPU kind) and cpu_count.
     """
     if num_threads:
-        tf.config.threading.set_intra_op_parallelism_threads(num_threads)
-        tf.config.threading.set_inter_op_parallelism_threads(num_threads)
+        devices.limit_cpu_threads(num_threads)
     results = run_dir.RunDirectory(model_dir).read_results()
     if results is None or results["train_steps"] != config.train.train_steps:
         results = training.train_and_evaluate(config, model_dir)
@@ -97,7 +88,7 @@ def run_cell(cell, config, model_dir, num_threads=None):
         test_at_step=best["step"],
         train_seconds=results["train_seconds"],
         backend=keras.backend.backend(),
-        device=_device_kind(),
+        device=devices.device_kind(),
         cpu_count=os.cpu_count(),
     )
     report.write_json(
@@ -229,7 +220,7 @@ def _pending_cells(grid, output_dir, shard, dataset_location, grid_report):
 
 
 def run_grid(grid, output_dir, *, data_dir=None, download=False, manual_dir=None,
-             parallel=1, num_shards=1, shard_index=0):
+             idx_dir=None, parallel=1, num_shards=1, shard_index=0):
     """Runs the cells of a grid, each in its own worker process.
 
     The grid's data is checked once, before any cell starts. Cells run seed by
@@ -253,8 +244,11 @@ def run_grid(grid, output_dir, *, data_dir=None, download=False, manual_dir=None
         download: bool, let TFDS download and prepare missing data (once, in
             this process, before the cells start).
         manual_dir: optional str, folder with the dataset's original files.
+        idx_dir: optional str, folder of MNIST's idx files (MNIST and
+            translated MNIST through the NumPy path, without TensorFlow).
         parallel: int >= 1, number of cells trained at the same time. Each
-            worker gets max(1, cpu_count // parallel) TensorFlow threads.
+            worker gets max(1, cpu_count // parallel) CPU threads
+            (`devices.limit_cpu_threads`).
         num_shards: int >= 1.
         shard_index: int in [0, num_shards).
 
@@ -278,7 +272,8 @@ def run_grid(grid, output_dir, *, data_dir=None, download=False, manual_dir=None
 
     with workers_lib.stopped_by_signals() as workers:
         return _run(grid, output_dir, parallel, slice(shard_index, None, num_shards),
-                    dict(data_dir=data_dir, download=download, manual_dir=manual_dir),
+                    dict(data_dir=data_dir, download=download, manual_dir=manual_dir,
+                         idx_dir=idx_dir),
                     workers)
 
 

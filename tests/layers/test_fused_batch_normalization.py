@@ -3,7 +3,15 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+
+from tests.backend_testing import BACKEND
+
+if BACKEND != "tensorflow":
+    pytest.skip(
+        "TensorFlow only: the fused kernel is TensorFlow's; on the other backends "
+        "the layer is Keras' BatchNormalization itself", allow_module_level=True)
+
+import tensorflow as tf  # noqa: E402
 
 from low_rank_local_connectivity.layers import fused_batch_normalization as batch_norm
 
