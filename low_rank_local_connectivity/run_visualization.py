@@ -20,17 +20,20 @@ def example_images(config, num_images=4, split="test"):
         split: 'train', 'valid' or 'test' (evaluation pipeline, fixed order).
 
     Returns:
-        float32 array (num_images, H, W, C).
+        float32 array (num_images, H, W, C): from the NumPy pipeline for a
+        dataset held in memory, else from the tf.data one.
     """
     if not isinstance(num_images, int) or num_images < 1:
         raise ValueError(
             "Invalid value for argument `num_images`. Expected a positive "
             f"integer. Received: {num_images!r}"
         )
-    batches = data.resolve_config(config.dataset).make_dataset(
-        split, batch_size=num_images, is_training=False, seed=config.get("seed"),
-    )
-    images, _, _ = next(iter(batches))
+    dataset = data.resolve_config(config.dataset)
+    options = dict(batch_size=num_images, is_training=False, seed=config.get("seed"))
+    if dataset.in_memory:  # The NumPy path: the same images, without TensorFlow.
+        images, _, _ = next(dataset.numpy_batches(split, **options))
+        return images
+    images, _, _ = next(iter(dataset.make_dataset(split, **options)))
     return images.numpy()
 
 

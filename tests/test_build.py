@@ -36,7 +36,7 @@ def _targets():
 # The tools run as programs; every other file of `tools/` is a library.
 TOOL_PROGRAMS = {
     f"tools/{name}.py" for name in (
-        "derive_mnist_order", "determinism_cost", "fault_campaign",
+        "backend_throughput", "derive_mnist_order", "determinism_cost", "fault_campaign",
         "make_layer_fixtures", "make_mnist_small", "precision_throughput",
     )
 }
