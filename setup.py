@@ -69,6 +69,8 @@ setuptools.setup(
             # download a CUDA build of several GB.
             "torch==2.13.0",
             "pytest>=9.0",
+            # Runs the suite in parallel (pytest.ini).
+            "pytest-xdist>=3.8",
             "hypothesis>=6.150",
             # TensorFlow-only test oracle (Keras 2's LocallyConnected2D).
             "tf-keras>=2.21.0",

@@ -70,10 +70,34 @@ def pytest_ignore_collect(collection_path, config):
     return None
 
 
+# Modules whose tests take longest, started first when pytest-xdist runs the
+# suite in parallel (pytest.ini): the suites of the other backends, then the
+# README's blocks, then long trainings.
+LONGEST_FIRST = (
+    "tests/test_backends.py",
+    "tests/test_readme.py",
+    "tests/training/test_train_script.py",
+    "tests/training/test_determinism.py",
+    "tests/training/test_reliability.py",
+)
+
+
+def _longest_first(item):
+    relative = pathlib.Path(item.path).resolve().relative_to(REPO_ROOT).as_posix()
+    order = LONGEST_FIRST.index(relative) if relative in LONGEST_FIRST else len(LONGEST_FIRST)
+    return order, item.get_closest_marker("xdist_group") is None
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if _in_core(item.path):
             item.add_marker(pytest.mark.core)
+        # pytest-xdist (--dist loadgroup): a module's tests share its fixtures,
+        # so they run in one worker; a test with a group of its own (a whole
+        # suite in a child process) runs on its own.
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=_longest_first)  # Stable: the order within a module stays.
 
 SHARED_DATA_DIR = pathlib.Path(
     os.environ.get("LRLC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")

@@ -87,11 +87,13 @@ def _run(backend, arguments, timeout=900):
     return output
 
 
-@pytest.mark.slow  # A whole test suite in a child process.
-@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+@pytest.mark.slow  # A whole test suite in a child process, in a worker of its own.
+@pytest.mark.parametrize("backend", [
+    pytest.param(backend, marks=pytest.mark.xdist_group(f"suites_under_{backend}"))
+    for backend in OTHER_BACKENDS])
 def test_suites_pass_under(backend):
     output = _run(
-        backend, ["-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        backend, ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0"],
         timeout=SUITE_TIMEOUT_S,
     )
     summary = output.strip().splitlines()[-1]
@@ -105,7 +107,8 @@ def test_core_imports_without_tensorflow(backend):
         "import sys, keras\n"
         f"import {', '.join(CORE_MODULES)}\n"
         f"assert keras.backend.backend() == {backend!r}, keras.backend.backend()\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow')\n"
+        "loaded = sorted(m for m, module in sys.modules.items()\n"
+        "                if m.split('.')[0] == 'tensorflow' and module is not None)\n"
         "assert not loaded, loaded[:5]\n"
     )
     _run(backend, ["-c", script])
