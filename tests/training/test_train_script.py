@@ -116,11 +116,13 @@ def test_quickstart_script_prints_both_accuracies(tmp_path):
 # Real MNIST (CI workspace only).
 
 
-def test_real_mnist_short_run_reaches_95_percent(shared_tfds_dir, tmp_path):
+def test_real_mnist_short_bfloat16_run_reaches_95_percent(shared_tfds_dir, tmp_path):
     # The paper's all-convolution network, Adam 3e-3 with cosine decay,
-    # batch 128, 600 steps (1.4 epochs): about 2-3 minutes on 2 CPU cores.
+    # batch 128, 600 steps (1.4 epochs), in mixed bfloat16 (the precision of the
+    # paper-scale grid, 4x faster here than float32): about a minute on 2 CPU cores.
     config = _config("mnist_conv", **{
         "dataset.data_dir": shared_tfds_dir,
+        "train.mixed_precision": "mixed_bfloat16",
         "train.train_steps": 600,
         "train.eval_every_steps": 600,
         "train.log_every_steps": 100,
