@@ -55,7 +55,7 @@ def _record(pathname, level, message):
 
 def test_log_filter_drops_tensorflow_info_and_known_noise():
     tensorflow_dir = "/site-packages/tensorflow/"
-    drop = _cli._DropNoise(tensorflow_dir)
+    drop = _cli._DropNoise([tensorflow_dir])
     kept = [
         _record(f"{tensorflow_dir}python/x.py", logging.WARNING, "a real warning"),
         _record("/repo/low_rank_local_connectivity/trainer.py", logging.INFO,

@@ -136,6 +136,8 @@ class _DropNoise(logging.Filter):
 
     def __init__(self, package_dirs):
         super().__init__()
+        if isinstance(package_dirs, str):
+            raise TypeError(f"package_dirs must be a list of folders, not {package_dirs!r}")
         self._package_dirs = tuple(package_dirs)
 
     def filter(self, record):

@@ -107,7 +107,9 @@ def test_quick_preset_end_to_end(tmp_path, caplog):
         train_overrides={"train_steps": 3, "eval_every_steps": 1},
     )
     output_dir = str(tmp_path / "runs")
-    with caplog.at_level(logging.INFO):
+    # On absl's logger itself: a test before this one in the same process may
+    # have set absl's verbosity (flags parsed in-process).
+    with caplog.at_level(logging.INFO, logger="absl"):
         report = experiments.run_grid(grid, output_dir, parallel=2)
     assert sorted(report.finished) == ["conv_seed0", "lrlc_pos2_rank2_seed0"]
     assert not report.failed and not report.skipped
