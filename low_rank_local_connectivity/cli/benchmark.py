@@ -224,14 +224,15 @@ def ratio_table(rows):
     return "\n".join(lines)
 
 
+def _format_or_blank(value, spec):
+    return "" if value is None else format(value, spec)
+
+
 def markdown_table(rows):
     header = ("| mode | shape (B,H,W,C→F) | K | layer | fwd ms | fwd+bwd ms | fwd ratio | "
               "fwd+bwd ratio | peak MiB (fwd+bwd) | params |")
     lines = [header, "|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|"]
-
-    def fmt(value, spec):
-        return "" if value is None else format(value, spec)
-
+    fmt = _format_or_blank
     for r in rows:
         lines.append(
             f"| {r['mode']} | {r['batch_size']},{r['height']},{r['width']},"
@@ -320,10 +321,7 @@ def training_table(rows):
         "| trainer / step | model.fit examples/s |",
         "|---|---|---|---|---|---|---|",
     ]
-
-    def fmt(value, spec):
-        return "" if value is None else format(value, spec)
-
+    fmt = _format_or_blank
     for r in rows:
         lines.append(
             f"| {r['preset']} | {r['backend']} | {r['batch_size']} | "
