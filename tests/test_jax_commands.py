@@ -1,6 +1,6 @@
 """The commands on Keras' JAX backend, in processes where TensorFlow is absent.
 
-`lrlc-benchmark` and `lrlc-reproduce` run with `tests/without_tensorflow` first
+`lrlc-benchmark`, `lrlc-reproduce` and `lrlc-visualize` run with `tests/without_tensorflow` first
 on PYTHONPATH (TensorFlow, tf_keras and TFDS cannot be imported), as on a GPU
 machine that has JAX only. Collected when the backend is JAX
 (`tests/test_backends.py` runs them from the default suite).
@@ -70,7 +70,7 @@ def test_benchmark_times_layers_and_training_on_jax(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_reproduce_runs_a_grid_cell_on_jax(tmp_path):
+def test_reproduce_runs_a_grid_cell_and_visualize_draws_it_on_jax(tmp_path):
     _run_without_tensorflow(
         "reproduce_paper.py", "--scale=quick", "--layer_types=lrlc", "--ranks=2",
         "--seeds=0", "--train_steps=4", "--eval_every_steps=2",
@@ -82,3 +82,9 @@ def test_reproduce_runs_a_grid_cell_on_jax(tmp_path):
         "lrlc", "2", "jax", "4")
     assert 0 <= float(row["test_accuracy"]) <= 1
     assert (tmp_path / "accuracy_vs_rank_mnist_small.png").exists()
+    # The cell's combining weights, from its Orbax checkpoint.
+    result = _run_without_tensorflow(
+        "visualize_combining_weights.py",
+        f"--model_dir={tmp_path / row['model_dir']}", f"--output_dir={tmp_path / 'maps'}")
+    assert result.stdout.split() == [str(tmp_path / "maps" / "block2_lrlc.png")]
+    assert result.stderr == ""

@@ -184,7 +184,9 @@ def quiet_start():
             tf.config.list_physical_devices()
         package_dirs.append(os.path.dirname(tf.__file__) + os.sep)
     drop_noise = _DropNoise(package_dirs)
-    for name in ("tensorflow", "absl"):  # TFDS, Orbax and parts of TF log through absl.
+    # TFDS, Orbax and parts of TensorFlow log through absl; JAX's search for
+    # accelerators through its own logger.
+    for name in ("tensorflow", "absl", "jax._src.xla_bridge"):
         logging.getLogger(name).addFilter(drop_noise)
 
 
