@@ -74,6 +74,19 @@ def test_missing_data_is_one_error_line_before_any_cell(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_an_idx_dir_without_mnist_is_one_error_line_naming_the_flag(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _run(tmp_path, "--dataset=mnist", f"--idx_dir={empty}",
+                  f"--output_dir={tmp_path / 'runs'}")
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: Invalid value for argument `--idx_dir`. Expected a "
+                           "folder with the MNIST idx files")
+    assert f"Received: --idx_dir='{empty}'" in line
+    assert not (tmp_path / "runs").exists()
+
+
 def _worker_pids(cell_dirs):
     """The pids of the cells' workers, once each has started training."""
     pids = {}
