@@ -59,32 +59,32 @@ def test_help_recipe_is_the_one_docs_results_says_was_run(tmp_path):
     assert _flags(example) == _flags(common) | _flags(mnist)
 
 
-def test_missing_data_is_one_error_line_before_any_cell(tmp_path):
+def _error_line_with_an_empty_folder(tmp_path, dataset, flag):
+    """The one stderr line of a grid given an empty folder as `flag`; no cell ran."""
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = _run(tmp_path, "--dataset=cifar10", f"--data_dir={empty}",
+    result = _run(tmp_path, f"--dataset={dataset}", f"--{flag}={empty}",
                   f"--output_dir={tmp_path / 'runs'}")
     assert result.returncode == 1
     (line,) = result.stderr.splitlines()
+    assert not (tmp_path / "runs").exists()
+    return line, empty
+
+
+def test_missing_data_is_one_error_line_before_any_cell(tmp_path):
+    line, _ = _error_line_with_an_empty_folder(tmp_path, "cifar10", "data_dir")
     assert line.startswith("error: Dataset 'cifar10' (TFDS 'cifar10', version ")
     assert "is not prepared in data_dir" in line
     # The ways out are named as this script's flags.
     for way in ("1. --download=True", "2. --data_dir=<folder>", "3. --manual_dir=<folder>"):
         assert way in line
-    assert not (tmp_path / "runs").exists()
 
 
 def test_an_idx_dir_without_mnist_is_one_error_line_naming_the_flag(tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    result = _run(tmp_path, "--dataset=mnist", f"--idx_dir={empty}",
-                  f"--output_dir={tmp_path / 'runs'}")
-    assert result.returncode == 1
-    (line,) = result.stderr.splitlines()
+    line, empty = _error_line_with_an_empty_folder(tmp_path, "mnist", "idx_dir")
     assert line.startswith("error: Invalid value for argument `--idx_dir`. Expected a "
                            "folder with the MNIST idx files")
     assert f"Received: --idx_dir='{empty}'" in line
-    assert not (tmp_path / "runs").exists()
 
 
 def _worker_pids(cell_dirs):
