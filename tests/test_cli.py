@@ -47,6 +47,16 @@ def test_tensorboard_hint_agrees_with_the_install(monkeypatch):
     assert _cli.tensorboard_hint("runs/q").endswith(
         "pip install tensorboard && tensorboard --logdir runs/q"
     )
+    # Without TensorFlow no run writes summaries (a JAX run): no TensorBoard hint.
+    monkeypatch.setattr(
+        importlib.util, "find_spec",
+        lambda name, *args: None if name in ("tensorflow", "tensorboard")
+        else find_spec(name, *args),
+    )
+    assert _cli.tensorboard_hint("runs/q") == (
+        "No TensorBoard summaries (they need TensorFlow): every evaluation is in "
+        "the runs' metrics.jsonl under runs/q"
+    )
 
 
 def _record(pathname, level, message):

@@ -1,6 +1,7 @@
 """The commands on Keras' JAX backend, in processes where TensorFlow is absent.
 
-`lrlc-benchmark`, `lrlc-reproduce` and `lrlc-visualize` run with `tests/without_tensorflow` first
+`lrlc-benchmark`, `lrlc-reproduce`, `lrlc-visualize`, `lrlc-finetune` and the
+conversion experiment run with `tests/without_tensorflow` first
 on PYTHONPATH (TensorFlow, tf_keras and TFDS cannot be imported), as on a GPU
 machine that has JAX only. Collected when the backend is JAX
 (`tests/test_backends.py` runs them from the default suite).
@@ -88,3 +89,30 @@ def test_reproduce_runs_a_grid_cell_and_visualize_draws_it_on_jax(tmp_path):
         f"--model_dir={tmp_path / row['model_dir']}", f"--output_dir={tmp_path / 'maps'}")
     assert result.stdout.split() == [str(tmp_path / "maps" / "block2_lrlc.png")]
     assert result.stderr == ""
+
+
+def test_conversion_experiment_and_finetune_start_from_the_source_on_jax(tmp_path):
+    # Every fine-tuned arm starts from the base run's Orbax checkpoint with the
+    # same function: its test accuracy before the first step is the base run's.
+    _run_without_tensorflow(
+        "conversion_experiment.py", "--dataset=mnist_small", "--seeds=0",
+        "--num_filters=8", "--base_steps=4", "--finetune_steps=2",
+        f"--output_dir={tmp_path}",
+    )
+    with open(tmp_path / "results.csv") as f:
+        rows = {row["arm"]: row for row in csv.DictReader(f)}
+    assert sorted(rows) == ["conv", "lrlc2"]
+    for row in rows.values():
+        assert row["start_test_accuracy"] == row["base_test_accuracy"], row
+    # Rank 2 doubles the three 3x3 kernels (9*1*8 + 2 * 9*8*8 more) and adds,
+    # per block of H x H outputs (valid padding: 26, 24, 22), row and column
+    # combining weights (2 * H * 2) and spatial biases (2 * H).
+    assert int(rows["lrlc2"]["num_parameters"]) - int(rows["conv"]["num_parameters"]) == (
+        9 * 8 + 2 * 9 * 8 * 8 + sum(2 * h * 2 + 2 * h for h in (26, 24, 22)))
+    result = _run_without_tensorflow(
+        "finetune_lrlc.py", f"--source_dir={tmp_path / 'seed0' / 'base'}",
+        f"--model_dir={tmp_path / 'cli'}", "--spatial_rank=2", "--train_steps=2",
+    )
+    assert "mnist_small_conv_to_lrlc2:" in result.stdout and "2 steps" in result.stdout
+    results = json.loads((tmp_path / "cli" / "results.json").read_text())
+    assert results["num_parameters"] == int(rows["lrlc2"]["num_parameters"])

@@ -191,7 +191,14 @@ def quiet_start():
 
 
 def tensorboard_hint(logdir):
-    """How to view the summaries in `logdir`, with the install step if needed."""
+    """How to view the summaries in `logdir`, with the install step if needed.
+
+    Runs write TensorBoard summaries with TensorFlow only; without it the hint
+    names the runs' `metrics.jsonl` instead.
+    """
+    if importlib.util.find_spec("tensorflow") is None:
+        return (f"No TensorBoard summaries (they need TensorFlow): every evaluation "
+                f"is in the runs' metrics.jsonl under {logdir}")
     command = f"tensorboard --logdir {logdir}"
     if importlib.util.find_spec("tensorboard") is None:
         return (f"TensorBoard summaries are in {logdir}; to view them: "
