@@ -217,8 +217,7 @@ def _gain_text(summary):
     if "gain_mean" not in summary:
         return "—"
     mean, se = 100 * summary["gain_mean"], 100 * summary["gain_se"]
-    verdict = "not separable" if abs(mean) <= 2 * se else "separable"
-    return f"{mean:+.2f} ± {se:.2f} ({verdict})"
+    return f"{mean:+.2f} ± {se:.2f} ({stats.separability(mean, se)})"
 
 
 def render_markdown(summaries, finetune_steps):

@@ -11,7 +11,10 @@
   (`aggregate`, `write_results`), the markdown table and the atomic writers
   (also used by `finetuning`);
 - `figures.py`: the accuracy-vs-rank figure;
-- `stats.py`: mean ± standard error over seeds (also used by `finetuning`).
+- `parity.py`: the paired difference of configurations run in float32 and a
+  lower precision (`precision_pairs`), a table of results.md;
+- `stats.py`: mean ± standard error over seeds and whether a difference is
+  separable from zero (also used by `finetuning`).
 
 The names below are the package's public API (`experiments.run_grid`, ...).
 """
@@ -34,6 +37,7 @@ from low_rank_local_connectivity.experiments.grid import Cell
 from low_rank_local_connectivity.experiments.grid import Grid
 from low_rank_local_connectivity.experiments.grid import cell_config
 from low_rank_local_connectivity.experiments.grid import get_grid
+from low_rank_local_connectivity.experiments.parity import precision_pairs
 from low_rank_local_connectivity.experiments.report import CELL_RESULT_FILE
 from low_rank_local_connectivity.experiments.report import CSV_FIELDS
 from low_rank_local_connectivity.experiments.report import RESULTS_CSV
@@ -54,6 +58,7 @@ from low_rank_local_connectivity.experiments.runner import run_cell
 from low_rank_local_connectivity.experiments.runner import run_grid
 from low_rank_local_connectivity.experiments.stats import format_accuracy
 from low_rank_local_connectivity.experiments.stats import mean_and_standard_error
+from low_rank_local_connectivity.experiments.stats import separability
 from low_rank_local_connectivity.experiments.workers import GridInterrupted
 
 __all__ = [
@@ -75,6 +80,7 @@ __all__ = [
     "Grid",
     "cell_config",
     "get_grid",
+    "precision_pairs",
     "CELL_RESULT_FILE",
     "CSV_FIELDS",
     "RESULTS_CSV",
@@ -84,6 +90,7 @@ __all__ = [
     "collect_runs",
     "full_table",
     "mean_and_standard_error",
+    "separability",
     "paper_table",
     "read_cell_result",
     "render_markdown",
@@ -97,4 +104,5 @@ __all__ = [
     "run_grid",
     "format_accuracy",
     "mean_and_standard_error",
+    "separability",
 ]

@@ -13,7 +13,8 @@ used to select anything.
 every configuration) and one PNG per dataset of accuracy vs rank per position
 (`figures.plot_accuracy_vs_rank`). A configuration is a dataset, precision,
 layer type, position and rank; a dataset with runs in several precisions gets one
-section of tables per precision.
+section of tables per precision, and the configurations run in float32 and a
+lower precision with the same seeds a precision parity table (`parity`).
 
 The markdown table and the atomic writers are shared with `finetuning`.
 """
@@ -27,6 +28,7 @@ import os
 
 from low_rank_local_connectivity.experiments import figures
 from low_rank_local_connectivity.experiments import grid as grid_lib
+from low_rank_local_connectivity.experiments import parity
 from low_rank_local_connectivity.experiments import stats
 from low_rank_local_connectivity.training import run_dir
 
@@ -307,9 +309,10 @@ def full_table(summaries, dataset, precision=None):
     return markdown_table(header, lines)
 
 
-def render_markdown(summaries, selected):
+def render_markdown(summaries, selected, pairs=()):
     """The results.md text: per dataset (and precision, where it has several),
-    the paper-style and the full table."""
+    the paper-style and the full table; then the precision parity of `pairs`
+    (`parity.precision_pairs`), if any."""
     parts = []
     for dataset in sorted({s["dataset"] for s in summaries}):
         smoke = dataset in grid_lib.SMOKE_TEST_DATASETS
@@ -331,6 +334,18 @@ def render_markdown(summaries, selected):
                 full_table(summaries, dataset, precision),
                 "",
             ]
+    if pairs:
+        parts += [
+            "## Precision parity",
+            "",
+            "Test accuracy of the same configurations and seeds in float32 and in "
+            "a lower precision; the difference (lower minus float32) is per seed, "
+            "mean ± standard error over seeds, separable when above twice its "
+            "standard error.",
+            "",
+            markdown_table(*parity.table(pairs)),
+            "",
+        ]
     return "\n".join(parts)
 
 
@@ -369,7 +384,8 @@ def write_results(rows, results_dir):
         results_dir: str, created if needed.
 
     Returns:
-        dict with 'runs', 'summaries', 'selected' and 'files' (paths written).
+        dict with 'runs', 'summaries', 'selected', 'precision_parity' and
+        'files' (paths written).
         In results.csv `num_filters` is written like the `--num_filters` flag
         ('32,32,32') and None as an empty field.
 
@@ -379,6 +395,7 @@ def write_results(rows, results_dir):
     rows = sorted(rows, key=sort_key)
     summaries = summarize(rows)
     selected = select_best_ranks(summaries)
+    pairs = parity.precision_pairs(rows)
     os.makedirs(results_dir, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
@@ -389,15 +406,17 @@ def write_results(rows, results_dir):
         write_text(os.path.join(results_dir, RESULTS_CSV), buffer.getvalue()),
         write_json(os.path.join(results_dir, RESULTS_JSON), dict(
             runs=rows, summaries=json_safe(summaries), selected=json_safe(selected),
+            precision_parity=json_safe(pairs),
         )),
         write_text(os.path.join(results_dir, RESULTS_MD),
-                   render_markdown(summaries, selected)),
+                   render_markdown(summaries, selected, pairs)),
     ]
     for dataset in sorted({row["dataset"] for row in rows}):
         path = os.path.join(results_dir, f"accuracy_vs_rank_{dataset}.png")
         if figures.plot_accuracy_vs_rank(summaries, dataset, path):
             files.append(path)
-    return dict(runs=rows, summaries=summaries, selected=selected, files=files)
+    return dict(runs=rows, summaries=summaries, selected=selected,
+                precision_parity=pairs, files=files)
 
 
 def aggregate(output_dir, results_dir=None):

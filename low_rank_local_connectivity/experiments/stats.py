@@ -1,6 +1,9 @@
-"""Mean ± standard error over seeds: computed, and written as in the tables.
+"""Mean ± standard error over seeds: computed, written as in the tables, judged.
 
-Shared by the grid's report and figures and by `finetuning`.
+A difference (a paired gain over seeds, a precision's shift) is called
+separable from zero when its mean exceeds twice its standard error, and not
+separable otherwise. Shared by the grid's report, figures and precision parity
+and by `finetuning`.
 """
 
 import math
@@ -32,3 +35,11 @@ def format_accuracy(mean, se):
     """'97.95 ± 0.10': an accuracy and its standard error in %, or the mean alone."""
     text = f"{100 * mean:.2f}"
     return text if math.isnan(se) else f"{text} ± {100 * se:.2f}"
+
+
+def separability(mean, se):
+    """'separable' when |mean| > 2 standard errors, else 'not separable'.
+
+    One seed (a NaN standard error) is never separable.
+    """
+    return "separable" if not math.isnan(se) and abs(mean) > 2 * se else "not separable"

@@ -180,7 +180,8 @@ def test_precisions_are_separate_configurations(tmp_path):
     with open(os.path.join(output_dir, "results.md")) as f:
         markdown = f.read()
     headings = [line for line in markdown.splitlines() if line.startswith("## ")]
-    assert headings == ["## mnist, float32", "## mnist, mixed_bfloat16"]
+    assert headings == ["## mnist, float32", "## mnist, mixed_bfloat16",
+                        "## Precision parity"]
     bf16_section = markdown.split("## mnist, mixed_bfloat16")[1]
     assert "| Conv | 82.00 ± 2.00<br>100 params |" in bf16_section
     with pytest.raises(ValueError, match="`precision`.*several precisions"):
@@ -188,6 +189,52 @@ def test_precisions_are_separate_configurations(tmp_path):
     assert "82.00" in experiments.full_table(
         results["summaries"], "mnist", "mixed_bfloat16"
     )
+
+
+def test_precision_parity_pairs_seeds_and_judges_the_difference(tmp_path):
+    output_dir = str(tmp_path / "runs")
+    # Per seed (float32, bf16) test accuracy. Conv: bf16 shifts by -0.01,
+    # -0.03, +0.01 (not separable). LRLC: -0.10, -0.11, -0.12 (separable).
+    # Seed 3 of LRLC has no float32 run: it is not paired.
+    runs = {
+        ("conv", None, None): [(0.90, 0.89), (0.92, 0.89), (0.91, 0.92)],
+        ("lrlc", 2, 4): [(0.95, 0.85), (0.96, 0.85), (0.97, 0.85), (None, 0.50)],
+    }
+    for (layer_type, position, rank), seeds in runs.items():
+        for seed, accuracies in enumerate(seeds):
+            for precision, test in zip(("float32", "mixed_bfloat16"), accuracies):
+                if test is not None:
+                    cell = experiments.Cell("mnist", layer_type, position, rank, seed,
+                                            precision)
+                    write_cell(output_dir, cell, valid=test, test=test, params=100)
+    results = experiments.aggregate(output_dir)
+
+    pairs = {pair["layer_type"]: pair for pair in results["precision_parity"]}
+    assert sorted(pairs) == ["conv", "lrlc"]
+    for layer_type, pair in pairs.items():
+        paired = [(f, b) for f, b in runs[layer_type, pair["position"], pair["rank"]]
+                  if f is not None]
+        mean, se = _oracle([b - f for f, b in paired])
+        assert pair["seeds"] == [0, 1, 2] and pair["precision"] == "mixed_bfloat16"
+        assert pair["difference_mean"] == pytest.approx(mean)
+        assert pair["difference_se"] == pytest.approx(se)
+        assert pair["reference_test_mean"] == pytest.approx(
+            sum(f for f, _ in paired) / 3)
+    assert pairs["conv"]["verdict"] == "not separable"
+    assert pairs["lrlc"]["verdict"] == "separable"
+    with open(os.path.join(output_dir, "results.md")) as f:
+        parity = f.read().split("## Precision parity")[1]
+    assert ("| mnist | Conv | any | — | 0,1,2 | 91.00 | 90.00 (mixed_bfloat16) "
+            "| -1.00 ± 1.15 | not separable |") in parity
+    with open(os.path.join(output_dir, "results.json")) as f:
+        assert json.load(f)["precision_parity"][1]["verdict"] == "separable"
+
+
+def test_no_parity_section_without_runs_in_two_precisions(hand_made_runs):
+    results = experiments.aggregate(hand_made_runs)
+    assert results["precision_parity"] == []
+    with open(os.path.join(hand_made_runs, "results.md")) as f:
+        assert "Precision parity" not in f.read()
 
 
 def test_write_results_from_a_results_json_reproduces_the_files(hand_made_runs, tmp_path):
