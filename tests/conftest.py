@@ -70,18 +70,6 @@ def pytest_ignore_collect(collection_path, config):
     return None
 
 
-# Modules whose tests take longest, started first when pytest-xdist runs the
-# suite in parallel (pytest.ini): the suites of the other backends, then the
-# README's blocks, then long trainings.
-LONGEST_FIRST = (
-    "tests/test_backends.py",
-    "tests/test_readme.py",
-    "tests/training/test_train_script.py",
-    "tests/training/test_determinism.py",
-    "tests/training/test_reliability.py",
-)
-
-
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: one worker more than CPUs (`--maxprocesses` caps it).
 
@@ -91,22 +79,39 @@ def pytest_xdist_auto_num_workers(config):
     return (os.cpu_count() or 1) + 1
 
 
-def _longest_first(item):
-    relative = pathlib.Path(item.path).resolve().relative_to(REPO_ROOT).as_posix()
-    order = LONGEST_FIRST.index(relative) if relative in LONGEST_FIRST else len(LONGEST_FIRST)
-    return order, item.get_closest_marker("xdist_group") is None
+def _scope(item):
+    """pytest-xdist's scope of a test (`--dist loadscope`): its module, or class."""
+    return item.nodeid.rsplit("::", 1)[0]
+
+
+# pytest-xdist (pytest.ini: `--dist loadscope --no-loadscope-reorder`) sends
+# each worker whole scopes, so a module's fixtures are built once, in the order
+# of the collection; these start first, in this order: the suites of the other
+# backends (a class each in tests/test_backends.py), the README's blocks, then
+# long trainings. At the start every worker gets a second scope: the one queued
+# behind the JAX suites (the longest) is short.
+FIRST_SCOPES = (
+    "tests/test_backends.py::TestSuitesUnderJax",
+    "tests/test_backends.py::TestSuitesUnderTorch",
+    "tests/test_readme.py",
+    "tests/test_build.py",
+    "tests/training/test_determinism.py",
+    "tests/training/test_train_script.py",
+    "tests/training/test_reliability.py",
+    "tests/test_backends.py",
+)
+
+
+def _first_scopes_first(item):
+    scope = _scope(item)
+    return FIRST_SCOPES.index(scope) if scope in FIRST_SCOPES else len(FIRST_SCOPES)
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if _in_core(item.path):
             item.add_marker(pytest.mark.core)
-        # pytest-xdist (--dist loadgroup): a module's tests share its fixtures,
-        # so they run in one worker; a test with a group of its own (a whole
-        # suite in a child process) runs on its own.
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    items.sort(key=_longest_first)  # Stable: the order within a module stays.
+    items.sort(key=_first_scopes_first)  # Stable: the order within a scope stays.
 
 SHARED_DATA_DIR = pathlib.Path(
     os.environ.get("LRLC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")

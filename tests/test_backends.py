@@ -87,11 +87,7 @@ def _run(backend, arguments, timeout=900):
     return output
 
 
-@pytest.mark.slow  # A whole test suite in a child process, in a worker of its own.
-@pytest.mark.parametrize("backend", [
-    pytest.param(backend, marks=pytest.mark.xdist_group(f"suites_under_{backend}"))
-    for backend in OTHER_BACKENDS])
-def test_suites_pass_under(backend):
+def _suites_pass_under(backend):
     output = _run(
         backend, ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0"],
         timeout=SUITE_TIMEOUT_S,
@@ -99,6 +95,21 @@ def test_suites_pass_under(backend):
     summary = output.strip().splitlines()[-1]
     assert " passed" in summary and "failed" not in summary, summary
     print(f"suites under {backend}: {summary}")
+
+
+# A whole test suite in a child process per backend. Each is a class, so that
+# pytest-xdist (`--dist loadscope`: a module or class per worker) runs it in a
+# worker of its own, beside the rest of this module.
+@pytest.mark.slow
+class TestSuitesUnderJax:
+    def test_suites_pass(self):
+        _suites_pass_under("jax")
+
+
+@pytest.mark.slow
+class TestSuitesUnderTorch:
+    def test_suites_pass(self):
+        _suites_pass_under("torch")
 
 
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
