@@ -53,7 +53,8 @@ def run_cell(cell, config, model_dir, num_threads=None):
     step; when the best validation step is the last step those are the test
     metrics of the best checkpoint, otherwise the best checkpoint is restored
     and the test split evaluated. The result is written atomically to
-    `<model_dir>/cell_result.json`.
+    `<model_dir>/cell_result.json`; then the cell's older checkpoints are
+    deleted (`training.remove_older_checkpoints`: the newest and the best stay).
 
     Args:
         cell: `Cell`.
@@ -94,6 +95,7 @@ def run_cell(cell, config, model_dir, num_threads=None):
     report.write_json(
         os.path.join(model_dir, report.CELL_RESULT_FILE), cell_result
     )
+    training.remove_older_checkpoints(model_dir)
     return cell_result
 
 

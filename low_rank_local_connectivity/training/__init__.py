@@ -44,6 +44,7 @@ from low_rank_local_connectivity.training.runner import evaluate_checkpoint
 from low_rank_local_connectivity.training.runner import train_and_evaluate
 from low_rank_local_connectivity.training.runs import Run
 from low_rank_local_connectivity.training.runs import open_run
+from low_rank_local_connectivity.training.runs import remove_older_checkpoints
 from low_rank_local_connectivity.training.task import count_parameters
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "train_and_evaluate",
     "Run",
     "open_run",
+    "remove_older_checkpoints",
     "count_parameters",
     "create_task",
 ]

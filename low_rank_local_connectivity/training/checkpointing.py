@@ -340,3 +340,26 @@ def restore_model_weights(model, model_dir, checkpoint="best"):
             f"{errors.one_line(error)}"
         ) from None
     return path, int(step.numpy())
+
+
+def remove_older_checkpoints(model_dir):
+    """Deletes every 'latest' checkpoint of a finished run but the newest.
+
+    The newest (which a longer rerun resumes from) and the 'best' checkpoint
+    stay; the `checkpoint` state file then lists the newest only.
+
+    Returns:
+        The removed checkpoint prefixes.
+    """
+    directory = run_dir.RunDirectory(model_dir).checkpoint_dir("latest")
+    newest = tf.train.latest_checkpoint(directory)
+    if newest is None:
+        return []
+    older = [prefix for prefix in checkpoint_candidates(directory) if prefix != newest]
+    name = os.path.basename(newest)  # Relative, as the CheckpointManager writes it.
+    tf.compat.v1.train.update_checkpoint_state(
+        directory, name, all_model_checkpoint_paths=[name])
+    for prefix in older:
+        for path in tf.io.gfile.glob(f"{prefix}.index") + tf.io.gfile.glob(f"{prefix}.data-*"):
+            tf.io.gfile.remove(path)
+    return older

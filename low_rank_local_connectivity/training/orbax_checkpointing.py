@@ -16,6 +16,7 @@ The managers are created when first used, so that only `repair` (under the
 import os
 import re
 import shutil
+import shutil
 
 from absl import logging
 import numpy as np
@@ -217,3 +218,12 @@ def restore_model_weights(model, model_dir, checkpoint="best"):
     for variable, value in zip(variables, values):
         variable.assign(value)
     return path, step
+
+
+def remove_older_checkpoints(model_dir):
+    """`checkpointing.remove_older_checkpoints` for Orbax step directories."""
+    directory = run_dir.RunDirectory(model_dir).checkpoint_dir("latest")
+    older = [os.path.join(directory, str(step)) for step in step_directories(directory)[1:]]
+    for path in older:
+        shutil.rmtree(path)
+    return older

@@ -109,6 +109,15 @@ def restore_model_weights(model, model_dir, checkpoint="best"):
     return _checkpoint_io(model_dir).restore_model_weights(model, model_dir, checkpoint)
 
 
+def remove_older_checkpoints(model_dir):
+    """Frees a finished run's disk: every 'latest' checkpoint but the newest goes.
+
+    What remains is what a longer rerun resumes from (the newest) and the best
+    model ('best'). Returns the removed checkpoints' paths.
+    """
+    return _checkpoint_io(model_dir).remove_older_checkpoints(model_dir)
+
+
 def _not_a_run(model_dir, filename):
     return ValueError(
         f"Invalid value for argument `model_dir`. Expected a directory with "

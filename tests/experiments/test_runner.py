@@ -13,6 +13,7 @@ import pytest
 
 from low_rank_local_connectivity import data
 from low_rank_local_connectivity import experiments
+from low_rank_local_connectivity import training
 
 
 def _tiny_quick_grid(**overrides):
@@ -98,6 +99,25 @@ def test_failing_cell_reports_its_error_and_logs_the_traceback(tmp_path):
     with open(tmp_path / "mnist_small" / "conv_seed0" / "train.log") as f:
         log = f.read()
     assert "Cell conv_seed0 in " in log and "Traceback" in log and "adamw_typo" in log
+
+
+def test_a_finished_cell_keeps_its_newest_and_best_checkpoints_only(tmp_path):
+    # Trained with 3 checkpoints kept, one per step.
+    grid = _tiny_quick_grid(checkpoint_every_steps=1, keep_checkpoints=3)
+    output_dir = str(tmp_path / "runs")
+    assert experiments.run_grid(grid, output_dir).finished == ["conv_seed0"]
+    model_dir = os.path.join(output_dir, "mnist_small", "conv_seed0")
+    names = lambda folder: sorted(  # noqa: E731
+        os.path.basename(p) for p in glob.glob(os.path.join(model_dir, folder, "*.index")))
+    assert names("checkpoints") == ["ckpt-3.index"]  # ckpt-1 and ckpt-2 deleted.
+    best_step = experiments.read_cell_result(model_dir)["best_valid"]["step"]
+    assert names("best") == [f"best-{best_step}.index"]
+    run = training.open_run(model_dir)
+    assert run.load_model("latest")[2] == 3 and run.load_model("best")[2] == best_step
+    # A longer run of the cell resumes from the kept checkpoint.
+    longer = _tiny_quick_grid(train_steps=4, checkpoint_every_steps=1, keep_checkpoints=3)
+    config = experiments.cell_config(longer.cells()[0], longer)
+    assert training.train_and_evaluate(config, model_dir, progress=False)["session_steps"] == 1
 
 
 def test_quick_preset_end_to_end(tmp_path, caplog):

@@ -92,6 +92,21 @@ def test_corrupted_newest_checkpoint_falls_back_and_is_quarantined(finished, tmp
     assert orbax_checkpointing.step_directories(model_dir / "checkpoints")[0] == 6
 
 
+def test_removing_older_checkpoints_keeps_the_newest_and_the_best(finished, tmp_path):
+    import shutil
+
+    model_dir = tmp_path / "run"
+    shutil.copytree(finished[0], model_dir)
+    best = orbax_checkpointing.step_directories(model_dir / "best")
+    removed = training.remove_older_checkpoints(str(model_dir))
+    assert removed == [str(model_dir / "checkpoints" / "3")]
+    assert orbax_checkpointing.step_directories(model_dir / "checkpoints") == [6]
+    assert orbax_checkpointing.step_directories(model_dir / "best") == best
+    assert training.open_run(str(model_dir)).load_model("latest")[2] == 6
+    again, rerun = _train(_config(), model_dir)
+    assert again.step == 6 and rerun["session_steps"] == 0
+
+
 def test_nan_weights_stop_before_the_checkpoint(tmp_path):
     def poison(controller):
         kernel = controller.task.model.trainable_variables[0]
