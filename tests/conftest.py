@@ -86,14 +86,15 @@ def _scope(item):
 
 # pytest-xdist (pytest.ini: `--dist loadscope --no-loadscope-reorder`) sends
 # each worker whole scopes, so a module's fixtures are built once, in the order
-# of the collection; these start first, in this order: the suites of the other
-# backends (a class each in tests/test_backends.py), the README's blocks, then
-# long trainings. At the start every worker gets a second scope: the one queued
-# behind the JAX suites (the longest) is short.
+# of the collection; these start first, in this order: the JAX suites (two
+# classes of tests/test_backends.py), the README's blocks, the PyTorch suites,
+# then long trainings. At the start every worker with one test gets a second
+# scope (the JAX shares, 3 workers on 2 cores): the PyTorch suites and a short one.
 FIRST_SCOPES = (
-    "tests/test_backends.py::TestSuitesUnderJax",
-    "tests/test_backends.py::TestSuitesUnderTorch",
+    "tests/test_backends.py::TestSuitesUnderJaxFirstShare",
+    "tests/test_backends.py::TestSuitesUnderJaxSecondShare",
     "tests/test_readme.py",
+    "tests/test_backends.py::TestSuitesUnderTorch",
     "tests/test_build.py",
     "tests/training/test_determinism.py",
     "tests/training/test_train_script.py",

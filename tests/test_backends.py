@@ -6,8 +6,9 @@ backend, each in a Python that has that backend: `LRLC_PYTHON_<BACKEND>` (e.g.
 that no interpreter provides is skipped, with the reason.
 
 - The core suites (`conftest.CORE_SUITES`) pass under JAX and PyTorch, and so do
-  JAX's own suites (`conftest.BACKEND_SUITES`: the trainer and the commands), in
-  processes where TensorFlow cannot be imported (`tests/without_tensorflow`):
+  JAX's own suites (`conftest.BACKEND_SUITES`: the trainer and the commands; in two
+  children, `JAX_SHARES`), in processes where TensorFlow cannot be imported
+  (`tests/without_tensorflow`):
   this is how the default (TensorFlow) test run covers all three backends.
 - The core imports without TensorFlow under JAX and PyTorch.
 - `.keras` files of every layer mode and of the 'lrlc' and 'lrlc_input_dependent'
@@ -23,6 +24,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests.conftest import BACKEND_SUITES
+from tests.conftest import CORE_SUITES
 from tests.conftest import REPO_ROOT
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -87,9 +90,22 @@ def _run(backend, arguments, timeout=900):
     return output
 
 
-def _suites_pass_under(backend):
+# JAX's suites, in two children that run side by side (each about half of the
+# JAX time; JAX compiles every operation for every new shape).
+JAX_SHARES = (
+    ("tests/layers", "tests/test_simple_model.py", "tests/training/test_jax_training.py"),
+    ("tests/test_resnet.py", "tests/test_convert.py", "tests/test_jax_commands.py"),
+)
+
+
+def test_the_jax_shares_are_every_jax_suite_once():
+    suites = [suite for share in JAX_SHARES for suite in share]
+    assert sorted(suites) == sorted(CORE_SUITES + BACKEND_SUITES["jax"])
+
+
+def _suites_pass_under(backend, suites=()):
     output = _run(
-        backend, ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0"],
+        backend, ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", *suites],
         timeout=SUITE_TIMEOUT_S,
     )
     summary = output.strip().splitlines()[-1]
@@ -97,13 +113,19 @@ def _suites_pass_under(backend):
     print(f"suites under {backend}: {summary}")
 
 
-# A whole test suite in a child process per backend. Each is a class, so that
-# pytest-xdist (`--dist loadscope`: a module or class per worker) runs it in a
-# worker of its own, beside the rest of this module.
+# A whole test suite in a child process per backend (JAX's in two). Each is a
+# class, so that pytest-xdist (`--dist loadscope`: a module or class per
+# worker) runs it in a worker of its own, beside the rest of this module.
 @pytest.mark.slow
-class TestSuitesUnderJax:
+class TestSuitesUnderJaxFirstShare:
     def test_suites_pass(self):
-        _suites_pass_under("jax")
+        _suites_pass_under("jax", JAX_SHARES[0])
+
+
+@pytest.mark.slow
+class TestSuitesUnderJaxSecondShare:
+    def test_suites_pass(self):
+        _suites_pass_under("jax", JAX_SHARES[1])
 
 
 @pytest.mark.slow
