@@ -47,6 +47,18 @@ PRECISION_SUFFIXES = {
 DEFAULT_PRECISION = "float32"
 
 
+def report_order(row):
+    """Sort key of runs, summaries and parity pairs in reports: dataset,
+    precision, layer type (`LAYER_TYPES` order), position, rank, seed."""
+    return (
+        row["dataset"], list(PRECISION_SUFFIXES).index(row["precision"]),
+        LAYER_TYPES.index(row["layer_type"]),
+        -1 if row["position"] is None else row["position"],
+        -1 if row["rank"] is None else row["rank"],
+        row.get("seed", -1),
+    )
+
+
 def _check_subset(name, values, allowed):
     if isinstance(values, str) or not values or not all(v in allowed for v in values):
         raise ValueError(

@@ -53,12 +53,7 @@ def precision_pairs(rows):
             difference_mean=mean, difference_se=se,
             verdict=stats.separability(mean, se),
         ))
-    pairs.sort(key=lambda pair: (
-        pair["dataset"], list(grid_lib.PRECISION_SUFFIXES).index(pair["precision"]),
-        grid_lib.LAYER_TYPES.index(pair["layer_type"]),
-        -1 if pair["position"] is None else pair["position"],
-        -1 if pair["rank"] is None else pair["rank"],
-    ))
+    pairs.sort(key=grid_lib.report_order)
     return pairs
 
 

@@ -113,19 +113,8 @@ def collect_runs(output_dir):
             rows.append(run_row(
                 read_cell_result(root), os.path.relpath(root, output_dir)
             ))
-    rows.sort(key=sort_key)
+    rows.sort(key=grid_lib.report_order)
     return rows
-
-
-def sort_key(row):
-    """Report order of runs and summaries."""
-    return (
-        row["dataset"], list(grid_lib.PRECISION_SUFFIXES).index(row["precision"]),
-        grid_lib.LAYER_TYPES.index(row["layer_type"]),
-        -1 if row["position"] is None else row["position"],
-        -1 if row["rank"] is None else row["rank"],
-        row.get("seed", -1),
-    )
 
 
 def _the_same(runs, field, what):
@@ -151,7 +140,7 @@ def summarize(rows):
     Returns:
         List of dicts with dataset, precision, layer_type, position, rank,
         the recipe (`RECIPE_FIELDS`), num_seeds, seeds, num_parameters,
-        valid_mean, valid_se, test_mean, test_se (in `sort_key` order).
+        valid_mean, valid_se, test_mean, test_se (in `grid.report_order`).
 
     Raises:
         ValueError: if runs of one configuration have different parameter
@@ -181,7 +170,7 @@ def summarize(rows):
             valid_mean=valid_mean, valid_se=valid_se,
             test_mean=test_mean, test_se=test_se,
         ))
-    summaries.sort(key=sort_key)
+    summaries.sort(key=grid_lib.report_order)
     return summaries
 
 
@@ -204,7 +193,7 @@ def select_best_ranks(summaries):
         current = best.get(key)
         if current is None or summary["valid_mean"] > current["valid_mean"]:
             best[key] = summary
-    return sorted(best.values(), key=sort_key)
+    return sorted(best.values(), key=grid_lib.report_order)
 
 
 def markdown_table(header, lines):
@@ -392,7 +381,7 @@ def write_results(rows, results_dir):
     Raises:
         ValueError: as `summarize`.
     """
-    rows = sorted(rows, key=sort_key)
+    rows = sorted(rows, key=grid_lib.report_order)
     summaries = summarize(rows)
     selected = select_best_ranks(summaries)
     pairs = parity.precision_pairs(rows)
