@@ -40,6 +40,11 @@ Examples:
     lrlc-reproduce --dataset=cifar10 --aggregate_only \
         --output_dir=<shared folder>
 
+    # A grid continued on another machine (its cells in runs/paper_more):
+    # the results of both, the new cells replacing the earlier runs of theirs.
+    lrlc-reproduce --dataset=mnist --aggregate_only --output_dir=runs/paper_more \
+        --results_dir=runs/paper --merge_results=runs/paper/results.json
+
 Exit status: 0 when every cell finished; 1 with a one-line `error:` message
 for invalid flags, missing data or a finished cell of another experiment in
 `--output_dir`, and 1 after the aggregation when a cell failed (its traceback
@@ -109,6 +114,12 @@ _OUTPUT_DIR = flags.DEFINE_string(
 )
 _RESULTS_DIR = flags.DEFINE_string(
     "results_dir", None, "Where the tables and plots go (default: output_dir)."
+)
+_MERGE_RESULTS = flags.DEFINE_string(
+    "merge_results", None,
+    "results.json of an earlier aggregation whose runs the results keep (a grid "
+    "run in parts on several machines): all but those whose configuration and "
+    "seed also finished in output_dir, which replace them.",
 )
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Cells trained at the same time.")
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Cluster fan-out: tasks.")
@@ -180,7 +191,8 @@ def main(argv):
         for name, message in failed.items():
             logging.error("Failed: %s: %s", name, message)
     try:
-        results = experiments.aggregate(_OUTPUT_DIR.value, _RESULTS_DIR.value)
+        results = experiments.aggregate(
+            _OUTPUT_DIR.value, _RESULTS_DIR.value, merge_results=_MERGE_RESULTS.value)
     except ValueError as error:
         sys.exit(f"error: {error}")
     for path in results["files"]:

@@ -6,8 +6,9 @@ the one with the highest mean validation accuracy over seeds (`select_best_ranks
 The test accuracy is reported for every cell and for the selected ranks, never
 used to select anything.
 
-`aggregate` reads the `cell_result.json` files of an output directory and
-`write_results` writes `results.csv` (one row per run, `CSV_FIELDS`),
+`aggregate` reads the `cell_result.json` files of an output directory (and
+keeps the runs of an earlier aggregation's `results.json`, for a grid whose cells
+ran on several machines) and `write_results` writes `results.csv` (one row per run, `CSV_FIELDS`),
 `results.json` (runs, per-configuration summaries and the selected ranks),
 `results.md` (markdown tables: the paper's layout, layer types × positions, and
 every configuration) and one PNG per dataset of accuracy vs rank per position
@@ -408,20 +409,54 @@ def write_results(rows, results_dir):
                 precision_parity=pairs, files=files)
 
 
-def aggregate(output_dir, results_dir=None):
+def _run_key(row):
+    """A run's identity: its configuration and seed."""
+    return tuple(json.dumps(row[field]) for field in (
+        "dataset", "precision", "layer_type", "position", "rank", "seed"))
+
+
+def _read_runs(results_json):
+    """The run rows of a `results.json` written by `write_results`.
+
+    Raises:
+        ValueError: if `results_json` does not exist or has no 'runs'.
+    """
+    try:
+        with open(results_json) as f:
+            runs = json.load(f)["runs"]
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"Invalid value for argument `merge_results`: {results_json!r} is not "
+            f"a readable {RESULTS_JSON} of an earlier aggregation ({error!r})."
+        ) from None
+    return runs
+
+
+def aggregate(output_dir, results_dir=None, merge_results=None):
     """Reads the finished cells of `output_dir` and writes the results there.
 
     Args:
         output_dir: str, the `run_grid` output directory to read.
         results_dir: str, where to write (default: `output_dir`).
+        merge_results: str, optional path of the `results.json` of an earlier
+            aggregation (e.g. of a grid's first cells, run on another machine
+            whose run directories are gone): its runs are kept, except those
+            whose configuration and seed also finished under `output_dir`,
+            which replace them. Its rows keep their `model_dir`.
 
     Returns:
         As `write_results`.
 
     Raises:
-        ValueError: if `output_dir` holds no finished cell, or as `summarize`.
+        ValueError: if there is no run at all (neither a finished cell of
+            `output_dir` nor a run of `merge_results`), `merge_results` is not
+            readable, or as `summarize`.
     """
     rows = collect_runs(output_dir)
+    if merge_results is not None:
+        finished = {_run_key(row) for row in rows}
+        rows += [row for row in _read_runs(merge_results)
+                 if _run_key(row) not in finished]
     if not rows:
         raise ValueError(
             f"Invalid value for argument `output_dir`: no {CELL_RESULT_FILE} "

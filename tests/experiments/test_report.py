@@ -269,3 +269,28 @@ def test_aggregate_rejects_empty_dir_mixed_parameter_counts_and_recipes(tmp_path
 def test_markdown_table_and_json_safe():
     assert report.markdown_table(["a", "b"], [[1, "x"]]) == "| a | b |\n|---|---|\n| 1 | x |"
     assert report.json_safe([dict(se=math.nan, mean=0.5)]) == [dict(se=None, mean=0.5)]
+
+
+def test_aggregate_keeps_the_runs_of_an_earlier_results_json(hand_made_runs, tmp_path):
+    """A grid continued on another machine: earlier rows stay, new cells replace theirs."""
+    earlier = str(tmp_path / "earlier")
+    experiments.aggregate(hand_made_runs, earlier)
+    later_runs = str(tmp_path / "later")
+    # A new seed of conv and a rerun of locally connected seed 0.
+    write_cell(later_runs, experiments.Cell("mnist", "conv", None, None, 3),
+               valid=0.95, test=0.96, params=1000)
+    write_cell(later_runs, experiments.Cell("mnist", "locally_connected", 2, None, 0),
+               valid=0.70, test=0.71, params=9000)
+    merged = experiments.aggregate(
+        later_runs, str(tmp_path / "merged"),
+        merge_results=os.path.join(earlier, "results.json"))
+    runs = {(r["layer_type"], r["seed"]): r for r in merged["runs"]}
+    assert len(merged["runs"]) == 16
+    assert runs[("conv", 3)]["test_accuracy"] == 0.96
+    assert runs[("locally_connected", 0)]["test_accuracy"] == 0.71
+    assert runs[("locally_connected", 1)]["test_accuracy"] == 0.80  # Kept from before.
+    summaries = {s["layer_type"]: s for s in merged["summaries"] if s["rank"] is None}
+    assert summaries["conv"]["test_mean"] == pytest.approx((0.91 + 0.93 + 0.92 + 0.96) / 4)
+    assert summaries["locally_connected"]["seeds"] == [0, 1, 2]
+    with pytest.raises(ValueError, match="merge_results.*not a readable results.json"):
+        experiments.aggregate(later_runs, merge_results=str(tmp_path / "missing.json"))

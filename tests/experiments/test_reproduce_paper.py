@@ -161,3 +161,14 @@ def test_a_signal_stops_the_grid_and_every_worker(tmp_path, signal_number, to_gr
     assert _group_members(grid.pid) == []
     # The queued cell never started.
     assert not (output_dir / "mnist_small" / "conv_seed0").exists()
+
+
+def test_aggregate_only_merges_an_earlier_results_json(tmp_path):
+    """The committed paper-scale results, regenerated from their results.json alone."""
+    committed = REPO_ROOT / "docs" / "results" / "paper_scale"
+    result = _run(tmp_path, "--aggregate_only", f"--output_dir={tmp_path / 'new'}",
+                  f"--results_dir={tmp_path / 'merged'}",
+                  f"--merge_results={committed / 'results.json'}")
+    assert result.returncode == 0, result.stderr
+    for name in ("results.csv", "results.md"):
+        assert (tmp_path / "merged" / name).read_text() == (committed / name).read_text()
