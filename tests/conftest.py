@@ -19,12 +19,20 @@ import pathlib
 
 import pytest
 
+# The XLA flags of every JAX process of the tests (this one under
+# KERAS_BACKEND=jax, and the JAX children of tests/test_backends.py). JAX
+# compiles every operation for every new shape (variable initializers above
+# all); LLVM's optimisations made those compilations >10x slower on CPU and the
+# tests' small tensors gain nothing from them. XLA's newer CPU fusion emitters
+# cost another ~30% of the JAX suites' CPU time in compilation
+# (tests/layers/test_low_rank_locally_connected2d.py: 65 s with them, 45 s
+# without, jaxlib 0.10.2). Test speed only; not for TensorFlow's processes,
+# whose XLA may not know these flags.
+JAX_TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if os.environ.get("KERAS_BACKEND") == "jax":
-    # JAX compiles every operation for every new shape (variable initializers
-    # above all); LLVM's optimisations made those compilations >10x slower on CPU
-    # and the tests' small tensors gain nothing from them. Test speed only.
-    os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    os.environ.setdefault("XLA_FLAGS", JAX_TEST_XLA_FLAGS)
 
 import keras  # noqa: E402  (after the TensorFlow log level)
 

@@ -26,6 +26,7 @@ import pytest
 
 from tests.conftest import BACKEND_SUITES
 from tests.conftest import CORE_SUITES
+from tests.conftest import JAX_TEST_XLA_FLAGS
 from tests.conftest import REPO_ROOT
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -45,6 +46,8 @@ SUITE_TIMEOUT_S = 3600
 
 def _environment(backend):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    if backend == "jax":
+        env.setdefault("XLA_FLAGS", JAX_TEST_XLA_FLAGS)
     # Off TensorFlow, TensorFlow is made absent: nothing may need it.
     blocker = [] if backend == "tensorflow" else [str(REPO_ROOT / "tests" / "without_tensorflow")]
     env["PYTHONPATH"] = os.pathsep.join(

@@ -49,27 +49,6 @@ def test_benchmark_writes_ratios_parameter_counts_and_tables(tmp_path):
     assert line[4:] == [f"{rows[name]['forward_backward_ratio']:.2f}" for name in header[4:]]
 
 
-def test_benchmark_training_throughput_against_the_in_memory_step(tmp_path):
-    subprocess.run(
-        [
-            sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--layers=",
-            "--training=mnist_small_lrlc", "--training_steps=4", f"--output_dir={tmp_path}",
-        ],
-        check=True, capture_output=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-    )
-    report = json.loads((tmp_path / "benchmark.json").read_text())
-    assert report["rows"] == []
-    (row,) = report["training"]
-    assert row["preset"] == "mnist_small_lrlc" and row["batch_size"] == 128
-    assert row["backend"] == report["backend"] == "tensorflow"
-    assert row["trainer_examples_per_second"] > 0 and row["step_examples_per_second"] > 0
-    assert row["fit_examples_per_second"] > 0
-    assert row["ratio"] == row["trainer_examples_per_second"] / row["step_examples_per_second"]
-    table = (tmp_path / "benchmark.md").read_text()
-    assert table.startswith("| preset | backend | batch |")
-    assert "| mnist_small_lrlc | tensorflow | 128 |" in table
-
-
 def test_benchmark_times_the_layers_in_the_precision_asked_for(tmp_path):
     subprocess.run(
         [

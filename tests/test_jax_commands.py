@@ -52,7 +52,7 @@ def test_benchmark_times_layers_and_training_on_jax(tmp_path):
     result = _run_without_tensorflow(
         "benchmark.py", "--suite=smoke", "--repeats=1", "--warmup=0",
         "--layers=conv,lrlc,locally_connected,tf_keras_locally_connected1",
-        "--training=mnist_small_lrlc", "--training_steps=4", f"--output_dir={tmp_path}",
+        "--training=mnist_small_conv", "--training_steps=4", f"--output_dir={tmp_path}",
     )
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert (report["backend"], report["device"]) == ("jax", "cpu")

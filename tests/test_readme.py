@@ -18,6 +18,7 @@ Markers in the README, in an HTML comment before a block, change that:
 """
 
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -112,8 +113,8 @@ def _shortened(code, args):
 
 
 @pytest.fixture(scope="module")
-def readme_runs(tmp_path_factory):
-    """Runs the blocks in order; block name -> CompletedProcess."""
+def readme_workspace(tmp_path_factory):
+    """The scratch clone the blocks run in (a `pathlib.Path`)."""
     workspace = tmp_path_factory.mktemp("readme")
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, check=True,
                              capture_output=True, text=True).stdout.split("\0")
@@ -124,6 +125,13 @@ def readme_runs(tmp_path_factory):
     _git(workspace, "init", "-q")
     _git(workspace, "add", "-A")
     _git(workspace, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone")
+    return workspace
+
+
+@pytest.fixture(scope="module")
+def readme_runs(readme_workspace, tmp_path_factory):
+    """Runs the blocks in order; block name -> CompletedProcess."""
+    workspace = readme_workspace
     bin_dir = tmp_path_factory.mktemp("bin")
     (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     (bin_dir / "python").chmod(0o755)
@@ -201,3 +209,40 @@ def test_nothing_points_outside_the_repository():
             user_facing += path.read_text()
     assert "../shared" not in user_facing and '"shared"' not in user_facing
     assert not re.search(r"\bSPEC\b", user_facing)
+
+
+# What the README says its commands print or write, checked on the runs above
+# (the scripts' own tests rely on these instead of training again).
+
+
+def test_quick_start_prints_the_table_the_readme_shows(readme_runs, readme_workspace):
+    shown = next(b for b in BLOCKS if b.name == "quick-start-1").code.splitlines()
+    printed = readme_runs["quick-start-2"].stdout.splitlines()
+    header = printed.index(shown[0])  # The same columns, in the same layout.
+    rows = printed[header + 1:header + 3]
+    for row, shown_row in zip(rows, shown[1:]):
+        preset = shown_row.split()[0]
+        assert row.split()[0] == preset and len(row) == len(shown_row), (row, shown_row)
+        results = json.loads(
+            (readme_workspace / "runs" / "quickstart_try" / preset / "results.json").read_text())
+        assert results["train_steps"] == 2
+        assert row.split()[1:3] == [f"{results['num_parameters']:,}", "2"]
+        assert row.split()[3:] == [f"{results['best_valid']['metrics']['accuracy']:.4f}",
+                                   f"{results['test']['accuracy']:.4f}"]
+
+
+def test_training_benchmark_compares_the_trainer_with_its_step_alone(
+        readme_runs, readme_workspace):
+    assert readme_runs["performance-2"].returncode == 0
+    output_dir = readme_workspace / "runs" / "benchmark" / "training"
+    report = json.loads((output_dir / "benchmark.json").read_text())
+    assert report["rows"] == []
+    (row,) = report["training"]
+    assert row["preset"] == "mnist_small_conv" and row["batch_size"] == 128
+    assert row["backend"] == report["backend"] == "tensorflow"
+    assert row["trainer_examples_per_second"] > 0 and row["step_examples_per_second"] > 0
+    assert row["fit_examples_per_second"] > 0
+    assert row["ratio"] == row["trainer_examples_per_second"] / row["step_examples_per_second"]
+    table = (output_dir / "benchmark.md").read_text()
+    assert table.startswith("| preset | backend | batch |")
+    assert "| mnist_small_conv | tensorflow | 128 |" in table

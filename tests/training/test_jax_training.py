@@ -186,7 +186,8 @@ def test_data_parallel_over_two_host_devices_matches_one_device(tmp_path):
     for strategy in ("default", "mirrored"):
         spec = dict(overrides=dict(overrides, **{"train.distribution_strategy": strategy}),
                     model_dir=str(tmp_path / strategy), out=str(tmp_path / strategy) + "_out")
-        result = _child(spec, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+        result = _child(spec, {"XLA_FLAGS": " ".join(filter(None, (
+            os.environ.get("XLA_FLAGS"), "--xla_force_host_platform_device_count=2")))})
         assert result.returncode == 0, result.stderr[-2000:]
         outs[strategy] = (np.load(spec["out"] + ".npz"),
                           json.load(open(spec["out"] + ".json"))["results"])

@@ -1,7 +1,8 @@
-"""The command line of a run (`scripts/train.py`, `scripts/quickstart.py`) and a
-real-MNIST run."""
+"""The command line of a run (`scripts/train.py`) and a real-MNIST run.
 
-import json
+`scripts/quickstart.py` is checked on the README's own run of it
+(tests/test_readme.py), which trains the same two short runs."""
+
 import os
 import pathlib
 import re
@@ -95,21 +96,6 @@ def test_train_script_refuses_a_model_dir_of_another_experiment(tmp_path):
     assert line.startswith(f"error: {model_dir} holds a run of another experiment")
     # The message says what differs, with both values (not the same preset twice).
     assert "model.spatial_rank (2 there, 4 here)" in line
-
-
-def test_quickstart_script_prints_both_accuracies(tmp_path):
-    result = _run_script(
-        [str(REPO_ROOT / "scripts" / "quickstart.py"), "--train_steps=2",
-         f"--model_dir={tmp_path}"],
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    for preset in ("mnist_small_conv", "mnist_small_lrlc"):
-        results = json.load(open(tmp_path / preset / "results.json"))
-        assert results["train_steps"] == 2
-        (row,) = [l for l in result.stdout.splitlines() if l.startswith(preset + " ")]
-        assert row.split()[-1] == f"{results['test']['accuracy']:.4f}"
-        assert row.split()[-2] == f"{results['best_valid']['metrics']['accuracy']:.4f}"
 
 
 # ----------------------------------------------------------------------------
