@@ -74,7 +74,7 @@ def test_benchmark_times_layers_and_training_on_jax(tmp_path):
 def test_reproduce_runs_a_grid_cell_and_visualize_draws_it_on_jax(tmp_path):
     _run_without_tensorflow(
         "reproduce_paper.py", "--scale=quick", "--layer_types=lrlc", "--ranks=2",
-        "--seeds=0", "--train_steps=4", "--eval_every_steps=2",
+        "--num_filters=8,8,8", "--seeds=0", "--train_steps=4", "--eval_every_steps=2",
         f"--output_dir={tmp_path}",
     )
     with open(tmp_path / "results.csv") as f:
