@@ -212,8 +212,13 @@ INTERRUPTED_MESSAGE = (
 )
 
 
-class Terminated(Exception):
-    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt.
+
+    A `BaseException`, as KeyboardInterrupt is: the signal can arrive in any
+    code, and an `except Exception` there (a checkpoint reader's, a library's)
+    must not turn it into an error of that code (exit status 1 instead of 143).
+    """
 
 
 def _terminate(signum, frame):

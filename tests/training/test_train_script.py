@@ -146,7 +146,7 @@ def test_ctrl_c_or_sigterm_stops_with_one_line_and_the_rerun_resumes(tmp_path, s
             break
     os.killpg(process.pid, signum)  # As a terminal's Ctrl-C reaches the group.
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == code
+    assert process.returncode == code, stderr[-3000:]
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert stderr.strip().splitlines()[-1] == (
         "Interrupted. Rerun the same command to resume: finished work is kept and "
