@@ -7,9 +7,9 @@ The test accuracy is reported for every cell and for the selected ranks, never
 used to select anything.
 
 `aggregate` reads the `cell_result.json` files of an output directory (and
-keeps the runs of an earlier aggregation's `results.json`, for a grid whose cells
-ran on several machines) and `write_results` writes `results.csv` (one row per run, `CSV_FIELDS`),
-`results.json` (runs, per-configuration summaries and the selected ranks),
+keeps the runs of an earlier aggregation's `results.json`, for a grid whose
+cells ran on several machines) and `write_results` writes `results.csv` (one
+row per run, `CSV_FIELDS`), `results.json` (runs, per-configuration summaries and the selected ranks),
 `results.md` (markdown tables: the paper's layout, layer types × positions, and
 every configuration) and one PNG per dataset of accuracy vs rank per position
 (`figures.plot_accuracy_vs_rank`). A configuration is a dataset, precision,
