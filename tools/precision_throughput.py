@@ -91,18 +91,16 @@ def load_average():
 
 def cpu_description():
     """The CPU model and its bfloat16 instruction sets, from /proc/cpuinfo."""
+    from low_rank_local_connectivity import devices
+
     try:
         text = pathlib.Path("/proc/cpuinfo").read_text()
     except OSError:
         return "unknown CPU"
-    fields = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            fields.setdefault(key.strip(), value.strip())
-    flags_ = set(fields.get("flags", "").split())
-    model = fields.get("model name", "unknown CPU")
-    bf16 = sorted(flags_ & {"amx_bf16", "avx512_bf16", "amx_tile"})
+    model = next((value.strip() for key, _, value in
+                  (line.partition(":") for line in text.splitlines())
+                  if key.strip() == "model name"), "unknown CPU")
+    bf16 = devices.cpu_bfloat16_instructions() or []
     return f"{model} ({', '.join(bf16) or 'no bfloat16 instructions'})"
 
 

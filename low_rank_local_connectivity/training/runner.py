@@ -12,6 +12,7 @@ import os
 import keras
 
 from low_rank_local_connectivity import data
+from low_rank_local_connectivity import devices
 from low_rank_local_connectivity.training import callbacks as callbacks_lib
 from low_rank_local_connectivity.training import config_checks
 from low_rank_local_connectivity.training import controller as controller_lib
@@ -73,6 +74,7 @@ def train_and_evaluate(config, model_dir, *, callbacks=(), progress=True,
             `ModelDirWriteError`, `InputDataError`.
     """
     config_checks.validate_config(config)
+    devices.warn_if_bfloat16_is_emulated(config.train.mixed_precision)
     model_dir = _check_model_dir(model_dir)
     dataset = _resolve_dataset(config)
     init_from = config.get("init_from")

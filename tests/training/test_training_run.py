@@ -4,6 +4,7 @@ precision, the lock, and the controller's callbacks (`training/`)."""
 import dataclasses
 import glob
 import json
+import logging
 import math
 import os
 import shutil
@@ -13,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from low_rank_local_connectivity import data
+from low_rank_local_connectivity import devices
 from low_rank_local_connectivity import layers
 from low_rank_local_connectivity import training
 from low_rank_local_connectivity.configs import experiment
@@ -332,13 +334,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     "precision, jit_compile",
     [("mixed_float16", False), ("mixed_bfloat16", False), ("float32", True)],
 )
-def test_mixed_precision_and_xla_train_and_resume(tmp_path, precision, jit_compile):
+def test_mixed_precision_and_xla_train_and_resume(tmp_path, caplog, precision, jit_compile):
     overrides = tiny_overrides(**{
         "train.mixed_precision": precision,
         "train.jit_compile": jit_compile,
         "train.train_steps": 3,
     })
-    capture, results = _run(_config(**overrides), str(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        capture, results = _run(_config(**overrides), str(tmp_path))
+    # bfloat16 on a CPU without its instructions (emulated, slow) is announced.
+    emulated = precision == "mixed_bfloat16" and devices.cpu_bfloat16_instructions() == []
+    assert any("bfloat16 is emulated" in r.getMessage() for r in caplog.records) is emulated
     model = capture.controller.task.model
     compute = {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}.get(
         precision, "float32"
