@@ -30,6 +30,14 @@ import pytest
 # whose XLA may not know these flags.
 JAX_TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 
+# TensorFlow's CPU kernels of every test process (this one and the children,
+# which inherit the environment) are oneDNN's, on every CPU. TensorFlow turns
+# oneDNN on by default only on CPUs with AVX-512 VNNI / bfloat16 or AMX; without
+# it (an AVX2-only CPU) its CPU Conv2D rejects channels_first (NCHW) and its CPU
+# allocator keeps no statistics, so the channels_first tests would fail there
+# and numbers would come from other kernels than on the machines the committed
+# fixtures were made on.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if os.environ.get("KERAS_BACKEND") == "jax":
     os.environ.setdefault("XLA_FLAGS", JAX_TEST_XLA_FLAGS)

@@ -66,3 +66,21 @@ def test_benchmark_times_the_layers_in_the_precision_asked_for(tmp_path):
         name: "bfloat16" for name in ("conv_kf", "lrlc", "locally_connected", "tf_keras_locally_connected1")
     }
     assert all(row["forward_backward_ms"] > 0 for row in report["rows"])
+
+
+def test_peak_memory_counts_a_step_allocation_and_is_none_without_statistics(monkeypatch):
+    import tensorflow as tf
+
+    from low_rank_local_connectivity.cli import benchmark_steps
+
+    def step():
+        return (tf.random.uniform((1024, 1024)) + 1.0).numpy()  # 4 MiB and more
+
+    assert benchmark_steps.peak_memory_bytes(step) >= 4 * 2**20
+
+    def no_statistics(device):
+        # What TensorFlow raises on a CPU where oneDNN is off (AVX2-only CPUs).
+        raise ValueError(f"Allocator stats not available for device '{device}'")
+
+    monkeypatch.setattr(tf.config.experimental, "get_memory_info", no_statistics)
+    assert benchmark_steps.peak_memory_bytes(step) is None

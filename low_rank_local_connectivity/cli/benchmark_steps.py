@@ -13,8 +13,8 @@ The forward+backward step returns the sum of the outputs and of every gradient
 a compiler could prune what the backward pass does not read.
 
 `peak_memory_bytes(step)` is the allocator's peak during one step where the
-backend reports it (TensorFlow's CPU allocator, a CUDA device under PyTorch or
-JAX) and None elsewhere.
+backend reports it (TensorFlow's CPU allocator where oneDNN is on, a CUDA
+device under PyTorch or JAX) and None elsewhere.
 """
 
 import keras
@@ -139,7 +139,13 @@ def peak_memory_bytes(step):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+        try:
+            before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+        except ValueError:
+            # No allocator statistics: TensorFlow keeps them on the CPU only
+            # with oneDNN, which it turns on by default only on CPUs with
+            # AVX-512 VNNI / bfloat16 or AMX (not on an AVX2-only CPU).
+            return None
         tf.config.experimental.reset_memory_stats("CPU:0")
         step()
         return tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
