@@ -1,7 +1,7 @@
 """The accuracy-vs-rank figure of a dataset's grid summaries.
 
-One panel per block position (and one row of panels per precision where the
-dataset has several). Ranked layer types (wide conv, LRLC, input-dependent LRLC)
+One panel per block position (and one row of panels per setting, precision and
+learning rate, where the dataset has several: `grid.settings_of`). Ranked layer types (wide conv, LRLC, input-dependent LRLC)
 are lines with standard-error bars, each with its own colour and marker and a
 small horizontal offset so that points at the same rank do not cover each
 other; conv, locally connected and CoordConv are horizontal reference lines,
@@ -137,8 +137,7 @@ def accuracy_vs_rank_figure(summaries, dataset):
     positions = sorted({s["position"] for s in rows if s["position"] is not None})
     if not positions:
         return None
-    precisions = [p for p in grid_lib.PRECISION_SUFFIXES
-                  if any(s["precision"] == p for s in rows)]
+    settings = grid_lib.settings_of(rows, dataset)
     ranks = sorted({s["rank"] for s in rows if s["rank"] is not None}) or [1]
     ranked = [t for t in grid_lib.RANKED_LAYER_TYPES
               if any(s["layer_type"] == t for s in rows)]
@@ -148,14 +147,16 @@ def accuracy_vs_rank_figure(summaries, dataset):
     }
     colors = dict(zip(grid_lib.LAYER_TYPES, matplotlib.colormaps["tab10"].colors))
     figure = matplotlib.figure.Figure(
-        figsize=(max(6.5, 4.5 * len(positions)), 3.4 * len(precisions) + 1.6),
+        figsize=(max(6.5, 4.5 * len(positions)), 3.4 * len(settings) + 1.6),
         layout="constrained",
     )
-    axes = figure.subplots(len(precisions), len(positions), squeeze=False,
+    axes = figure.subplots(len(settings), len(positions), squeeze=False,
                            sharey=True)
-    for row, precision in enumerate(precisions):
+    for row, setting in enumerate(settings):
+        label = grid_lib.setting_label(setting, settings)
         for axis, position in zip(axes[row], positions):
-            _plot_panel(axis, [s for s in rows if s["precision"] == precision],
+            _plot_panel(axis, [s for s in rows
+                               if (s["precision"], s["learning_rate"]) == setting],
                         position, colors, offsets)
             axis.set_xscale("log", base=2)
             axis.set_xlim(ranks[0] * 2 ** -_MARGIN_OCTAVES,
@@ -164,7 +165,7 @@ def accuracy_vs_rank_figure(summaries, dataset):
             axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             axis.set_xlabel("rank K")
             axis.set_title(f"layer at position {position}"
-                           + (f", {precision}" if len(precisions) > 1 else ""))
+                           + (f", {label}" if label else ""))
             axis.grid(alpha=0.3)
         axes[row][0].set_ylabel("test accuracy (%)")
     handles, labels = [], []

@@ -13,7 +13,9 @@ layer type at one block position, one rank, one seed and one precision:
   Layer types without a rank have `rank=None`;
 - seed: model initialisation and training data order;
 - precision: the trainer's `train.mixed_precision` ('float32' by default). A
-  float32 and a bfloat16 run of the same cell are different configurations.
+  float32 and a bfloat16 run of the same cell are different configurations,
+  as are runs of the same cell at different learning rates (reports keep
+  each (precision, learning rate) setting apart: `settings_of`).
 
 `GRIDS` declares the paper's grid per dataset (with the training recipe of
 `configs/experiment.py` for that dataset) and `SCALES` adds 'quick', a tiny grid
@@ -49,14 +51,40 @@ DEFAULT_PRECISION = "float32"
 
 def report_order(row):
     """Sort key of runs, summaries and parity pairs in reports: dataset,
-    precision, layer type (`LAYER_TYPES` order), position, rank, seed."""
+    precision, learning rate, layer type (`LAYER_TYPES` order), position, rank,
+    seed."""
     return (
         row["dataset"], list(PRECISION_SUFFIXES).index(row["precision"]),
-        LAYER_TYPES.index(row["layer_type"]),
+        row["learning_rate"], LAYER_TYPES.index(row["layer_type"]),
         -1 if row["position"] is None else row["position"],
         -1 if row["rank"] is None else row["rank"],
         row.get("seed", -1),
     )
+
+
+def settings_of(rows, dataset):
+    """The settings of a dataset's runs or summaries, in report order.
+
+    A setting is a (precision, learning rate) pair: the runs of one setting are
+    compared with each other in a table or a row of plot panels, those of
+    different settings never (a learning-rate sweep runs one output_dir per
+    learning rate; `report.aggregate` merges them).
+    """
+    found = {(r["precision"], r["learning_rate"]) for r in rows if r["dataset"] == dataset}
+    return sorted(found, key=lambda s: (list(PRECISION_SUFFIXES).index(s[0]), s[1]))
+
+
+def setting_label(setting, settings):
+    """What tells `setting` apart from the others of `settings`: its precision
+    and/or learning rate where they differ (e.g. 'mixed_bfloat16, learning
+    rate 0.003'), '' for a dataset of one setting."""
+    precision, learning_rate = setting
+    parts = []
+    if len({p for p, _ in settings}) > 1:
+        parts.append(precision)
+    if len({lr for _, lr in settings}) > 1:
+        parts.append(f"learning rate {learning_rate:g}")
+    return ", ".join(parts)
 
 
 def _check_subset(name, values, allowed):

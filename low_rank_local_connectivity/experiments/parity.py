@@ -2,7 +2,8 @@
 
 Before a grid runs in `mixed_bfloat16` (about twice as fast on CPUs with AMX),
 the same configurations are trained with the same seeds in float32. Runs of one
-configuration (dataset, layer type, position, rank) with the same seed share
+configuration (dataset, learning rate, layer type, position, rank) with the
+same seed share
 their initialisation and data order, so the difference in test accuracy is
 taken per seed (lower precision minus float32) and summarised as mean ±
 standard error over seeds, with `stats.separability`'s verdict.
@@ -24,14 +25,16 @@ def precision_pairs(rows):
 
     Returns:
         A list of dicts, one per (configuration, lower precision) with at least
-        one seed run in both: dataset, layer_type, position, rank, precision,
+        one seed run in both: dataset, learning_rate, layer_type, position,
+        rank, precision,
         seeds (those in both), reference_test_mean, test_mean (over those seeds),
         difference_mean, difference_se (test accuracy, lower precision minus
         float32) and verdict.
     """
     runs = collections.defaultdict(dict)
     for row in rows:
-        key = (row["dataset"], row["layer_type"], row["position"], row["rank"])
+        key = (row["dataset"], row["learning_rate"], row["layer_type"],
+               row["position"], row["rank"])
         runs[key, row["precision"]][row["seed"]] = row["test_accuracy"]
     pairs = []
     for (key, precision), lower in runs.items():
@@ -43,9 +46,10 @@ def precision_pairs(rows):
             continue
         mean, se = stats.mean_and_standard_error(
             [lower[seed] - reference[seed] for seed in seeds])
-        dataset, layer_type, position, rank = key
+        dataset, learning_rate, layer_type, position, rank = key
         pairs.append(dict(
-            dataset=dataset, layer_type=layer_type, position=position, rank=rank,
+            dataset=dataset, learning_rate=learning_rate, layer_type=layer_type,
+            position=position, rank=rank,
             precision=precision, seeds=seeds,
             reference_test_mean=stats.mean_and_standard_error(
                 [reference[seed] for seed in seeds])[0],
@@ -59,7 +63,7 @@ def precision_pairs(rows):
 
 def table(pairs):
     """(header, lines) of the parity table, accuracies and differences in %."""
-    header = ("Dataset", "Layer", "Position", "Rank", "Seeds",
+    header = ("Dataset", "Learning rate", "Layer", "Position", "Rank", "Seeds",
               f"{REFERENCE_PRECISION} test acc. (%)", "test acc. (%)",
               "difference (points)", "verdict")
     lines = []
@@ -68,7 +72,8 @@ def table(pairs):
         if len(pair["seeds"]) > 1:
             difference += f" ± {100 * pair['difference_se']:.2f}"
         lines.append((
-            pair["dataset"], grid_lib.LAYER_LABELS[pair["layer_type"]],
+            pair["dataset"], f"{pair['learning_rate']:g}",
+            grid_lib.LAYER_LABELS[pair["layer_type"]],
             "any" if pair["position"] is None else pair["position"],
             "—" if pair["rank"] is None else pair["rank"],
             ",".join(map(str, pair["seeds"])),

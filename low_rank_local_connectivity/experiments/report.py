@@ -13,9 +13,10 @@ row per run, `CSV_FIELDS`), `results.json` (runs, per-configuration summaries an
 `results.md` (markdown tables: the paper's layout, layer types × positions, and
 every configuration) and one PNG per dataset of accuracy vs rank per position
 (`figures.plot_accuracy_vs_rank`). A configuration is a dataset, precision,
-layer type, position and rank; a dataset with runs in several precisions gets one
-section of tables per precision, and the configurations run in float32 and a
-lower precision with the same seeds a precision parity table (`parity`).
+learning rate, layer type, position and rank; a dataset with runs in several
+settings (precision and learning rate, `grid.settings_of`) gets one section of
+tables per setting, and the configurations run in float32 and a lower precision
+with the same seeds a precision parity table (`parity`).
 
 The markdown table and the atomic writers are shared with `finetuning`.
 """
@@ -124,7 +125,8 @@ def _the_same(runs, field, what):
         first = runs[0]
         raise ValueError(
             f"Runs of {first['layer_type']} (position {first['position']}, rank "
-            f"{first['rank']}, {first['precision']}) on {first['dataset']} have "
+            f"{first['rank']}, {first['precision']}, learning rate "
+            f"{first['learning_rate']:g}) on {first['dataset']} have "
             f"different {what}: {sorted(values)}"
         )
     return runs[0][field]
@@ -133,7 +135,8 @@ def _the_same(runs, field, what):
 def summarize(rows):
     """Groups runs over seeds: one summary per configuration.
 
-    A configuration is (dataset, precision, layer type, position, rank).
+    A configuration is (dataset, precision, learning rate, layer type,
+    position, rank).
 
     Args:
         rows: run rows (see `collect_runs`).
@@ -149,11 +152,11 @@ def summarize(rows):
     """
     groups = collections.defaultdict(list)
     for row in rows:
-        key = (row["dataset"], row["precision"], row["layer_type"],
-               row["position"], row["rank"])
+        key = (row["dataset"], row["precision"], row["learning_rate"],
+               row["layer_type"], row["position"], row["rank"])
         groups[key].append(row)
     summaries = []
-    for (dataset, precision, layer_type, position, rank), runs in groups.items():
+    for (dataset, precision, _, layer_type, position, rank), runs in groups.items():
         valid_mean, valid_se = stats.mean_and_standard_error(
             [run["valid_accuracy"] for run in runs]
         )
@@ -183,14 +186,14 @@ def select_best_ranks(summaries):
 
     Returns:
         List of the summaries kept for the paper-style table: every unranked
-        configuration, and for each (dataset, precision, ranked layer type,
-        position) the rank with the highest mean validation accuracy (ties:
+        configuration, and for each (dataset, precision, learning rate, ranked
+        layer type, position) the rank with the highest mean validation accuracy (ties:
         the smaller rank). Test accuracy plays no part in the choice.
     """
     best = {}
     for summary in summaries:
-        key = (summary["dataset"], summary["precision"], summary["layer_type"],
-               summary["position"])
+        key = (summary["dataset"], summary["precision"], summary["learning_rate"],
+               summary["layer_type"], summary["position"])
         current = best.get(key)
         if current is None or summary["valid_mean"] > current["valid_mean"]:
             best[key] = summary
@@ -204,28 +207,32 @@ def markdown_table(header, lines):
     return "\n".join(out)
 
 
-def precisions_of(summaries, dataset):
-    """The precisions of a dataset's summaries, in report order."""
-    found = {s["precision"] for s in summaries if s["dataset"] == dataset}
-    return [p for p in grid_lib.PRECISION_SUFFIXES if p in found]
+def _only(name, values, dataset):
+    """The one value of `values`; a ValueError naming `name` if there are several."""
+    values = list(dict.fromkeys(values))
+    if len(values) > 1:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: dataset {dataset!r} has runs "
+            f"at several values {values}; name one. Received: None"
+        )
+    return values[0] if values else None
 
 
-def _configurations(summaries, dataset, precision):
-    """The summaries of one dataset and precision (None: its only one)."""
+def _configurations(summaries, dataset, precision, learning_rate):
+    """The summaries of one dataset and setting (None: the dataset's only one)."""
+    settings = grid_lib.settings_of(summaries, dataset)
     if precision is None:
-        precisions = precisions_of(summaries, dataset)
-        if len(precisions) > 1:
-            raise ValueError(
-                f"Invalid value for argument `precision`: dataset {dataset!r} has "
-                f"runs in several precisions {precisions}; name one. Received: None"
-            )
-        precision = precisions[0] if precisions else None
+        precision = _only("precision", [p for p, _ in settings], dataset)
+    if learning_rate is None:
+        learning_rate = _only("learning_rate",
+                              [lr for p, lr in settings if p == precision], dataset)
     return [s for s in summaries
-            if s["dataset"] == dataset and s["precision"] == precision]
+            if s["dataset"] == dataset and s["precision"] == precision
+            and s["learning_rate"] == learning_rate]
 
 
-def paper_table(selected, dataset, precision=None):
-    """Markdown table in the paper's layout for one dataset and precision.
+def paper_table(selected, dataset, precision=None, learning_rate=None):
+    """Markdown table in the paper's layout for one dataset and setting.
 
     Rows are layer types, columns block positions; an entry is the test
     accuracy (%) mean ± standard error over seeds at the best-validation
@@ -237,14 +244,16 @@ def paper_table(selected, dataset, precision=None):
         selected: output of `select_best_ranks`.
         dataset: str.
         precision: str, or None for the dataset's only precision.
+        learning_rate: float, or None for the only one of that precision.
 
     Returns:
         The markdown table (str), or '' when there are no runs of `dataset`.
 
     Raises:
-        ValueError: if `precision` is None and the dataset has several.
+        ValueError: if `precision` or `learning_rate` is None and the
+            dataset has several.
     """
-    rows = _configurations(selected, dataset, precision)
+    rows = _configurations(selected, dataset, precision, learning_rate)
     if not rows:
         return ""
     positions = sorted({s["position"] for s in rows if s["position"] is not None})
@@ -272,12 +281,13 @@ def paper_table(selected, dataset, precision=None):
     return markdown_table(header, lines)
 
 
-def full_table(summaries, dataset, precision=None):
-    """Markdown table of every configuration of one dataset and precision.
+def full_table(summaries, dataset, precision=None, learning_rate=None):
+    """Markdown table of every configuration of one dataset and setting.
 
-    Returns '' when there is none; `precision` as in `paper_table`.
+    Returns '' when there is none; `precision` and `learning_rate` as in
+    `paper_table`.
     """
-    rows = _configurations(summaries, dataset, precision)
+    rows = _configurations(summaries, dataset, precision, learning_rate)
     if not rows:
         return ""
     header = [
@@ -300,15 +310,16 @@ def full_table(summaries, dataset, precision=None):
 
 
 def render_markdown(summaries, selected, pairs=()):
-    """The results.md text: per dataset (and precision, where it has several),
+    """The results.md text: per dataset (and setting, where it has several),
     the paper-style and the full table; then the precision parity of `pairs`
     (`parity.precision_pairs`), if any."""
     parts = []
     for dataset in sorted({s["dataset"] for s in summaries}):
         smoke = dataset in grid_lib.SMOKE_TEST_DATASETS
-        precisions = precisions_of(summaries, dataset)
-        for precision in precisions:
-            heading = dataset if len(precisions) == 1 else f"{dataset}, {precision}"
+        settings = grid_lib.settings_of(summaries, dataset)
+        for setting in settings:
+            label = grid_lib.setting_label(setting, settings)
+            heading = f"{dataset}, {label}" if label else dataset
             parts += [
                 f"## {heading}" + (" (smoke test, not a result)" if smoke else ""),
                 "",
@@ -317,11 +328,11 @@ def render_markdown(summaries, selected, pairs=()):
                 "standard error over seeds; ranks (K) chosen on validation "
                 "accuracy.",
                 "",
-                paper_table(selected, dataset, precision),
+                paper_table(selected, dataset, *setting),
                 "",
                 "All configurations:",
                 "",
-                full_table(summaries, dataset, precision),
+                full_table(summaries, dataset, *setting),
                 "",
             ]
     if pairs:
@@ -412,7 +423,8 @@ def write_results(rows, results_dir):
 def _run_key(row):
     """A run's identity: its configuration and seed."""
     return tuple(json.dumps(row[field]) for field in (
-        "dataset", "precision", "layer_type", "position", "rank", "seed"))
+        "dataset", "precision", "learning_rate", "layer_type", "position", "rank",
+        "seed"))
 
 
 def _read_runs(results_json):

@@ -9,11 +9,12 @@ import pytest
 from low_rank_local_connectivity import experiments
 
 
-def _summary(layer_type, position, rank, test_mean, precision="float32", seeds=3):
+def _summary(layer_type, position, rank, test_mean, precision="float32", seeds=3,
+             learning_rate=0.03):
     return dict(
         dataset="mnist", precision=precision, layer_type=layer_type,
         position=position, rank=rank, num_filters=[32, 32, 32], train_steps=250,
-        batch_size=128, learning_rate=0.03, num_seeds=seeds,
+        batch_size=128, learning_rate=learning_rate, num_seeds=seeds,
         seeds=list(range(seeds)), num_parameters=100, valid_mean=test_mean,
         valid_se=0.001, test_mean=test_mean, test_se=0.001 if seeds > 1 else math.nan,
     )
@@ -101,6 +102,16 @@ def test_precisions_get_their_own_rows_of_panels():
     titles = [axis.get_title() for axis in figure.axes]
     assert titles == ["layer at position 2, float32", "layer at position 2, mixed_bfloat16"]
     assert "float32 / mixed_bfloat16" in figure.get_suptitle()
+
+
+def test_learning_rates_get_their_own_rows_of_panels():
+    summaries = [_summary("conv", None, None, 0.9, learning_rate=lr) for lr in (0.01, 0.001)]
+    summaries += [_summary("lrlc", 2, 2, 0.95, learning_rate=lr) for lr in (0.01, 0.001)]
+    figure = experiments.accuracy_vs_rank_figure(summaries, "mnist")
+    titles = [axis.get_title() for axis in figure.axes]
+    assert titles == ["layer at position 2, learning rate 0.001",
+                      "layer at position 2, learning rate 0.01"]
+    assert "learning rate 0.01 / 0.001" in figure.get_suptitle()
 
 
 def test_one_seed_says_there_are_no_error_bars():

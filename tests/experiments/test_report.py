@@ -184,11 +184,47 @@ def test_precisions_are_separate_configurations(tmp_path):
                         "## Precision parity"]
     bf16_section = markdown.split("## mnist, mixed_bfloat16")[1]
     assert "| Conv | 82.00 ± 2.00<br>100 params |" in bf16_section
-    with pytest.raises(ValueError, match="`precision`.*several precisions"):
+    with pytest.raises(ValueError, match="`precision`.*several values"):
         experiments.paper_table(results["selected"], "mnist")
     assert "82.00" in experiments.full_table(
         results["summaries"], "mnist", "mixed_bfloat16"
     )
+
+
+def test_learning_rates_are_separate_configurations_and_merge_apart(tmp_path):
+    """A learning-rate sweep: one output_dir per learning rate, merged."""
+    lr_runs = {0.001: (0.90, 0.92), 0.003: (0.95, 0.97)}
+    results_json = None
+    for learning_rate, tests in lr_runs.items():
+        output_dir = str(tmp_path / f"lr{learning_rate:g}")
+        for seed, test in enumerate(tests):
+            for precision in ("float32", "mixed_bfloat16"):
+                cell = experiments.Cell("mnist", "conv", None, None, seed, precision)
+                write_cell(output_dir, cell, valid=test, test=test, params=100,
+                           config=saved_config(precision, learning_rate=learning_rate))
+        merged = experiments.aggregate(output_dir, str(tmp_path / "merged"),
+                                       merge_results=results_json)
+        results_json = str(tmp_path / "merged" / "results.json")
+
+    assert len(merged["runs"]) == 8  # The second sweep replaced none of the first.
+    means = {(s["precision"], s["learning_rate"]): s["test_mean"]
+             for s in merged["summaries"]}
+    for learning_rate, tests in lr_runs.items():
+        for precision in ("float32", "mixed_bfloat16"):
+            assert means[precision, learning_rate] == pytest.approx(sum(tests) / 2)
+    assert len(merged["selected"]) == 4
+    assert [p["learning_rate"] for p in merged["precision_parity"]] == [0.001, 0.003]
+    with open(tmp_path / "merged" / "results.md") as f:
+        markdown = f.read()
+    assert [line for line in markdown.splitlines() if line.startswith("## ")] == [
+        "## mnist, float32, learning rate 0.001", "## mnist, float32, learning rate 0.003",
+        "## mnist, mixed_bfloat16, learning rate 0.001",
+        "## mnist, mixed_bfloat16, learning rate 0.003", "## Precision parity"]
+    assert "96.00 ± 1.00" in markdown.split("learning rate 0.003")[1]
+    with pytest.raises(ValueError, match="`learning_rate`.*several values"):
+        experiments.full_table(merged["summaries"], "mnist", "float32")
+    assert "91.00 ± 1.00" in experiments.full_table(
+        merged["summaries"], "mnist", "float32", 0.001)
 
 
 def test_precision_parity_pairs_seeds_and_judges_the_difference(tmp_path):
@@ -224,7 +260,7 @@ def test_precision_parity_pairs_seeds_and_judges_the_difference(tmp_path):
     assert pairs["lrlc"]["verdict"] == "separable"
     with open(os.path.join(output_dir, "results.md")) as f:
         parity = f.read().split("## Precision parity")[1]
-    assert ("| mnist | Conv | any | — | 0,1,2 | 91.00 | 90.00 (mixed_bfloat16) "
+    assert ("| mnist | 0.03 | Conv | any | — | 0,1,2 | 91.00 | 90.00 (mixed_bfloat16) "
             "| -1.00 ± 1.15 | not separable |") in parity
     with open(os.path.join(output_dir, "results.json")) as f:
         assert json.load(f)["precision_parity"][1]["verdict"] == "separable"
