@@ -39,6 +39,10 @@ _MARGIN_OCTAVES = 0.6
 _LABEL_SPACING = 0.05
 
 
+# Characters per line of the title's recipe (fits the narrowest figure).
+_CAPTION_WIDTH = 90
+
+
 def _zero_if_nan(value):
     return 0.0 if math.isnan(value) else value
 
@@ -52,11 +56,20 @@ def _caption(rows, dataset):
     """Two lines for the title: the recipe, and what the error bars are."""
     filters = _joined(",".join(map(str, s["num_filters"])) for s in rows)
     learning_rates = _joined(f"{s['learning_rate']:g}" for s in rows)
-    recipe = (
-        f"recipe: filters {filters}, {_joined(s['train_steps'] for s in rows)} "
-        f"steps, batch {_joined(s['batch_size'] for s in rows)}, learning rate "
-        f"{learning_rates}, {_joined(s['precision'] for s in rows)}; data: {dataset}"
-    )
+    parts = [
+        f"recipe: filters {filters}", f"{_joined(s['train_steps'] for s in rows)} steps",
+        f"batch {_joined(s['batch_size'] for s in rows)}",
+        f"learning rate {learning_rates}",
+        f"{_joined(s['precision'] for s in rows)}; data: {dataset}",
+    ]
+    # A grid of several settings lists them all: a new line where one is full.
+    lines = [parts[0]]
+    for part in parts[1:]:
+        if len(lines[-1]) + len(part) + 2 > _CAPTION_WIDTH:
+            lines.append(part)
+        else:
+            lines[-1] += f", {part}"
+    recipe = "\n".join(lines)
     seeds = sorted({s["num_seeds"] for s in rows})
     if seeds == [1]:
         return f"{recipe}\none seed per point (no error bars)"

@@ -112,6 +112,15 @@ def test_learning_rates_get_their_own_rows_of_panels():
     assert titles == ["layer at position 2, learning rate 0.001",
                       "layer at position 2, learning rate 0.01"]
     assert "learning rate 0.01 / 0.001" in figure.get_suptitle()
+    # Many settings: the title's recipe breaks between its parts, within the width.
+    sweep = [_summary("conv", None, None, 0.9, precision, learning_rate=lr)
+             for lr in (0.0003, 0.001, 0.003, 0.01, 0.03)
+             for precision in ("float32", "mixed_bfloat16")]
+    title = experiments.accuracy_vs_rank_figure(
+        sweep + [_summary("lrlc", 2, 2, 0.95)], "mnist").get_suptitle()
+    assert max(len(line) for line in title.splitlines()) <= 90
+    assert "learning rate 0.0003 / 0.001 / 0.003 / 0.01 / 0.03" in title
+    assert "float32 / mixed_bfloat16; data: mnist" in title
 
 
 def test_one_seed_says_there_are_no_error_bars():
