@@ -445,7 +445,11 @@ def test_callbacks_see_every_event_in_the_documented_order(tmp_path, capsys):
     assert all("examples/s  ETA 0:00:" in line for line in lines if line.startswith("step "))
     assert [line.split(":")[0] for line in lines if line.split(" ")[1:3] == ["at", "step"]] == [
         "valid at step 2", "valid at step 4", "test at step 4"]
-    assert lines[-1].startswith("Done: best valid accuracy")
+    best = results["best_valid"]
+    assert lines[-1] == (
+        f"Done: best valid accuracy {best['metrics']['accuracy']:.4f} at step {best['step']}; "
+        f"test accuracy {results['test']['accuracy']:.4f} of the final model (step 4; "
+        "`training.evaluate_checkpoint(model_dir)` tests the best one).")
 
 
 def test_progress_false_is_silent_and_a_finished_run_trains_nothing(tmp_path, capsys):

@@ -101,5 +101,7 @@ class ProgressLogger(base.Callback):
         best = results["best_valid"]
         self._print(
             f"Done: best valid accuracy {best['metrics']['accuracy']:.4f} at step "
-            f"{best['step']}, test accuracy {results['test']['accuracy']:.4f}."
+            f"{best['step']}; test accuracy {results['test']['accuracy']:.4f} of the "
+            f"final model (step {results['train_steps']}; "
+            f"`training.evaluate_checkpoint(model_dir)` tests the best one)."
         )
