@@ -13,12 +13,15 @@
 - `figures.py`: the accuracy-vs-rank figure;
 - `parity.py`: the paired difference of configurations run in float32 and a
   lower precision (`precision_pairs`), a table of results.md;
+- `comparisons.py`: each setting's validation-chosen fixed LRLC against its
+  other configurations (`lrlc_comparisons`), a table of results.md;
 - `stats.py`: mean ± standard error over seeds and whether a difference is
   separable from zero (also used by `finetuning`).
 
 The names below are the package's public API (`experiments.run_grid`, ...).
 """
 
+from low_rank_local_connectivity.experiments.comparisons import lrlc_comparisons
 from low_rank_local_connectivity.experiments.figures import REFERENCE_LAYER_TYPES
 from low_rank_local_connectivity.experiments.figures import accuracy_vs_rank_figure
 from low_rank_local_connectivity.experiments.figures import plot_accuracy_vs_rank
@@ -62,6 +65,7 @@ from low_rank_local_connectivity.experiments.stats import separability
 from low_rank_local_connectivity.experiments.workers import GridInterrupted
 
 __all__ = [
+    "lrlc_comparisons",
     "REFERENCE_LAYER_TYPES",
     "accuracy_vs_rank_figure",
     "plot_accuracy_vs_rank",

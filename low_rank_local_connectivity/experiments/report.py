@@ -16,7 +16,9 @@ every configuration) and one PNG per dataset of accuracy vs rank per position
 learning rate, layer type, position and rank; a dataset with runs in several
 settings (precision and learning rate, `grid.settings_of`) gets one section of
 tables per setting, and the configurations run in float32 and a lower precision
-with the same seeds a precision parity table (`parity`).
+with the same seeds a precision parity table (`parity`); each setting's
+validation-chosen fixed LRLC is compared with its other configurations
+(`comparisons`).
 
 The markdown table and the atomic writers are shared with `finetuning`.
 """
@@ -28,6 +30,7 @@ import json
 import math
 import os
 
+from low_rank_local_connectivity.experiments import comparisons
 from low_rank_local_connectivity.experiments import figures
 from low_rank_local_connectivity.experiments import grid as grid_lib
 from low_rank_local_connectivity.experiments import parity
@@ -309,6 +312,19 @@ def full_table(summaries, dataset, precision=None, learning_rate=None):
     return markdown_table(header, lines)
 
 
+def _comparison_part(summaries, selected, dataset, setting):
+    """The lines of a setting's `comparisons` table ([] when it has none)."""
+    rows = [c for c in comparisons.lrlc_comparisons(summaries, selected)
+            if c["dataset"] == dataset and (c["precision"], c["learning_rate"]) == setting]
+    if not rows:
+        return []
+    return [
+        "Fixed LRLC at its validation-chosen rank against every other configuration "
+        "(test accuracy, LRLC minus the other; ± sqrt(se1² + se2²), separable when "
+        "above twice it):", "", markdown_table(*comparisons.table(rows)), "",
+    ]
+
+
 def render_markdown(summaries, selected, pairs=()):
     """The results.md text: per dataset (and setting, where it has several),
     the paper-style and the full table; then the precision parity of `pairs`
@@ -334,6 +350,7 @@ def render_markdown(summaries, selected, pairs=()):
                 "",
                 full_table(summaries, dataset, *setting),
                 "",
+                *_comparison_part(summaries, selected, dataset, setting),
             ]
     if pairs:
         parts += [
@@ -386,7 +403,8 @@ def write_results(rows, results_dir):
 
     Returns:
         dict with 'runs', 'summaries', 'selected', 'precision_parity' and
-        'files' (paths written).
+        'files' (paths written); results.json also holds 'lrlc_comparisons'
+        (`comparisons.lrlc_comparisons`).
         In results.csv `num_filters` is written like the `--num_filters` flag
         ('32,32,32') and None as an empty field.
 
@@ -408,6 +426,7 @@ def write_results(rows, results_dir):
         write_json(os.path.join(results_dir, RESULTS_JSON), dict(
             runs=rows, summaries=json_safe(summaries), selected=json_safe(selected),
             precision_parity=json_safe(pairs),
+            lrlc_comparisons=json_safe(comparisons.lrlc_comparisons(summaries, selected)),
         )),
         write_text(os.path.join(results_dir, RESULTS_MD),
                    render_markdown(summaries, selected, pairs)),
