@@ -312,9 +312,9 @@ def full_table(summaries, dataset, precision=None, learning_rate=None):
     return markdown_table(header, lines)
 
 
-def _comparison_part(summaries, selected, dataset, setting):
-    """The lines of a setting's `comparisons` table ([] when it has none)."""
-    rows = [c for c in comparisons.lrlc_comparisons(summaries, selected)
+def _comparison_part(found, dataset, setting):
+    """The lines of a setting's table of `found` comparisons ([] when it has none)."""
+    rows = [c for c in found
             if c["dataset"] == dataset and (c["precision"], c["learning_rate"]) == setting]
     if not rows:
         return []
@@ -330,6 +330,7 @@ def render_markdown(summaries, selected, pairs=()):
     the paper-style and the full table; then the precision parity of `pairs`
     (`parity.precision_pairs`), if any."""
     parts = []
+    found = comparisons.lrlc_comparisons(summaries, selected)
     for dataset in sorted({s["dataset"] for s in summaries}):
         smoke = dataset in grid_lib.SMOKE_TEST_DATASETS
         settings = grid_lib.settings_of(summaries, dataset)
@@ -350,7 +351,7 @@ def render_markdown(summaries, selected, pairs=()):
                 "",
                 full_table(summaries, dataset, *setting),
                 "",
-                *_comparison_part(summaries, selected, dataset, setting),
+                *_comparison_part(found, dataset, setting),
             ]
     if pairs:
         parts += [
