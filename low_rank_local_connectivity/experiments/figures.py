@@ -1,7 +1,10 @@
 """The accuracy-vs-rank figure of a dataset's grid summaries.
 
 One panel per block position (and one row of panels per setting, precision and
-learning rate, where the dataset has several: `grid.settings_of`). Ranked layer types (wide conv, LRLC, input-dependent LRLC)
+learning rate, where the dataset has several: `grid.settings_of`; the row's
+setting is named beside its y axis, and each row has its own y range, so that a
+well-tuned setting's small differences are not flattened by an undertuned one's
+low accuracies). Ranked layer types (wide conv, LRLC, input-dependent LRLC)
 are lines with standard-error bars, each with its own colour and marker and a
 small horizontal offset so that points at the same rank do not cover each
 other; conv, locally connected and CoordConv are horizontal reference lines,
@@ -164,7 +167,7 @@ def accuracy_vs_rank_figure(summaries, dataset):
         layout="constrained",
     )
     axes = figure.subplots(len(settings), len(positions), squeeze=False,
-                           sharey=True)
+                           sharey="row")
     for row, setting in enumerate(settings):
         label = grid_lib.setting_label(setting, settings)
         for axis, position in zip(axes[row], positions):
@@ -177,10 +180,9 @@ def accuracy_vs_rank_figure(summaries, dataset):
             axis.set_xticks(ranks, [str(rank) for rank in ranks])
             axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             axis.set_xlabel("rank K")
-            axis.set_title(f"layer at position {position}"
-                           + (f", {label}" if label else ""))
+            axis.set_title(f"layer at position {position}")
             axis.grid(alpha=0.3)
-        axes[row][0].set_ylabel("test accuracy (%)")
+        axes[row][0].set_ylabel((f"{label}\n" if label else "") + "test accuracy (%)")
     handles, labels = [], []
     for axis in axes.flat:
         for handle, label in zip(*axis.get_legend_handles_labels()):

@@ -99,8 +99,9 @@ def test_one_rank_keeps_ticks_and_separates_the_points():
 def test_precisions_get_their_own_rows_of_panels():
     summaries = _all_layer_types([1, 2]) + _all_layer_types([1, 2], "mixed_bfloat16")
     figure = experiments.accuracy_vs_rank_figure(summaries, "mnist")
-    titles = [axis.get_title() for axis in figure.axes]
-    assert titles == ["layer at position 2, float32", "layer at position 2, mixed_bfloat16"]
+    assert [axis.get_title() for axis in figure.axes] == ["layer at position 2"] * 2
+    assert [axis.get_ylabel() for axis in figure.axes] == [
+        "float32\ntest accuracy (%)", "mixed_bfloat16\ntest accuracy (%)"]
     assert "float32 / mixed_bfloat16" in figure.get_suptitle()
 
 
@@ -108,9 +109,8 @@ def test_learning_rates_get_their_own_rows_of_panels():
     summaries = [_summary("conv", None, None, 0.9, learning_rate=lr) for lr in (0.01, 0.001)]
     summaries += [_summary("lrlc", 2, 2, 0.95, learning_rate=lr) for lr in (0.01, 0.001)]
     figure = experiments.accuracy_vs_rank_figure(summaries, "mnist")
-    titles = [axis.get_title() for axis in figure.axes]
-    assert titles == ["layer at position 2, learning rate 0.001",
-                      "layer at position 2, learning rate 0.01"]
+    assert [axis.get_ylabel() for axis in figure.axes] == [
+        "learning rate 0.001\ntest accuracy (%)", "learning rate 0.01\ntest accuracy (%)"]
     assert "learning rate 0.01 / 0.001" in figure.get_suptitle()
     # Many settings: the title's recipe breaks between its parts, within the width.
     sweep = [_summary("conv", None, None, 0.9, precision, learning_rate=lr)
@@ -121,6 +121,27 @@ def test_learning_rates_get_their_own_rows_of_panels():
     assert max(len(line) for line in title.splitlines()) <= 90
     assert "learning rate 0.0003 / 0.001 / 0.003 / 0.01 / 0.03" in title
     assert "float32 / mixed_bfloat16; data: mnist" in title
+
+
+def test_each_row_of_panels_has_its_own_accuracy_range():
+    """An undertuned setting's low accuracies do not flatten a tuned one's."""
+    summaries = []
+    for lr, low in ((0.001, 0.90), (0.03, 0.99)):
+        summaries += [_summary("conv", None, None, low, learning_rate=lr)]
+        summaries += [_summary("lrlc", position, rank, low + 0.001 * rank, learning_rate=lr)
+                      for position in (1, 2) for rank in (1, 2, 4)]
+    figure = experiments.accuracy_vs_rank_figure(summaries, "mnist")
+    ranges = [axis.get_ylim() for axis in figure.axes]
+    assert len(ranges) == 4
+    # The two panels of a row share their range; the rows' ranges differ.
+    assert ranges[0] == ranges[1] and ranges[2] == ranges[3]
+    (low_001, high_001), (low_003, high_003) = ranges[0], ranges[2]
+    assert low_001 < 90 < 90.4 < high_001 < 99
+    assert 90.4 < low_003 < 99 < 99.4 < high_003
+    # Only the first panel of a row names its setting.
+    assert [axis.get_ylabel() for axis in figure.axes] == [
+        "learning rate 0.001\ntest accuracy (%)", "",
+        "learning rate 0.03\ntest accuracy (%)", ""]
 
 
 def test_one_seed_says_there_are_no_error_bars():
